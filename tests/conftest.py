@@ -1,0 +1,84 @@
+"""Fixtures: a tiny BERT checkpoint saved to disk and small data files, built fresh, offline."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from transformers import BertConfig, BertModel, BertTokenizerFast
+
+WORDS = ["good", "nice", "kind", "great", "bad", "hate", "awful", "dumb", "the", "a", "is", "day", "you", "movie"]
+TOXIC = {"bad", "hate", "awful", "dumb"}
+
+
+def save_tiny_checkpoint(folder: Path, *, layers: int = 4, seed: int = 0) -> Path:
+    """A 4-layer BERT with a 32-wide hidden state and no classification head, like a hub checkpoint."""
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
+    BertTokenizerFast(vocab={word: i for i, word in enumerate(vocab)}).save_pretrained(folder)
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    BertModel(config).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def toy_frame(size: int, seed: int) -> pd.DataFrame:
+    """Texts whose label is whether they contain a toxic word; about a third are toxic."""
+    rng = random.Random(seed)
+    neutral = [w for w in WORDS if w not in TOXIC]
+    rows = []
+    for i in range(size):
+        label = int(i % 3 == 0)
+        words = rng.choices(neutral, k=rng.randint(2, 9))
+        if label:
+            words.insert(rng.randrange(len(words) + 1), rng.choice(sorted(TOXIC)))
+        rows.append({"text": " ".join(words), "label": label})
+    return pd.DataFrame(rows)
+
+
+def write_toy_data(folder: Path, sizes=(192, 48, 48)) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for seed, (name, size) in enumerate(zip(("train", "validation", "test"), sizes, strict=True)):
+        toy_frame(size, seed).to_csv(folder / f"{name}.csv", index=False)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def toy_data(tmp_path_factory) -> Path:
+    return write_toy_data(tmp_path_factory.mktemp("toy-data"))
+
+
+@pytest.fixture
+def cache_dir(tmp_path) -> Path:
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def make_config(tiny_checkpoint, toy_data):
+    """Factory of small, fast TrainConfigs on the tiny checkpoint and toy data."""
+    from trainers.config import DataConfig, TeacherConfig, TrainConfig
+
+    def make(method: str = "even", *, data: dict | None = None, teacher: dict | None = None, **overrides):
+        return TrainConfig(
+            method=method,
+            data=DataConfig(dataset=str(toy_data), max_length=32, **(data or {})),
+            teacher=TeacherConfig(**{"name": str(tiny_checkpoint), "epochs": 5, "lr": 3e-3, "batch_size": 16, **(teacher or {})}),
+            **{"epochs": 2, "lr": 1e-3, "batch_size": 16, "eval_batch_size": 32, **overrides},
+        )
+
+    return make

@@ -1,0 +1,147 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from trainers.config import DataConfig
+from trainers.data import (
+    LengthGroupedBatches,
+    encode_split,
+    flatten_pairs,
+    load_splits,
+    make_loader,
+    stratified_subsample,
+)
+from trainers.errors import DataError
+
+
+def test_flatten_pairs_keeps_every_non_empty_text_with_its_column_label():
+    frame = pd.DataFrame({"non_toxic": ["hello", "", None, "fine"], "toxic": ["ugly", "mean", "  ", None]})
+    flat = flatten_pairs(frame, ("non_toxic", "toxic"))
+    assert sorted(zip(flat["text"], flat["label"], strict=True)) == [
+        ("fine", 0),
+        ("hello", 0),
+        ("mean", 1),
+        ("ugly", 1),
+    ]
+
+
+def test_single_file_gets_a_stratified_seeded_80_10_10_split(tmp_path):
+    labels = ["spam"] * 300 + ["ham"] * 600 + ["eggs"] * 100
+    pd.DataFrame({"body": [f"text {i}" for i in range(1000)], "kind": labels}).to_json(
+        tmp_path / "all.jsonl", orient="records", lines=True
+    )
+    config = DataConfig(dataset=str(tmp_path / "all.jsonl"), text_column="body", label_column="kind")
+    splits = load_splits(config, batch_size=8)
+    assert splits.label_names == ("eggs", "ham", "spam")
+    assert (len(splits.train), len(splits.validation), len(splits.test)) == (800, 100, 100)
+    for split in (splits.train, splits.validation, splits.test):
+        assert np.bincount(split.labels).tolist() == [len(split) // 10, 6 * len(split) // 10, 3 * len(split) // 10]
+    all_texts = splits.train.texts + splits.validation.texts + splits.test.texts
+    assert len(set(all_texts)) == 1000
+    again = load_splits(config, batch_size=8)
+    assert again.test.texts == splits.test.texts
+    other_seed = load_splits(DataConfig(**{**config.__dict__, "split_seed": 7}), batch_size=8)
+    assert other_seed.test.texts != splits.test.texts
+
+
+def test_subsampling_is_stratified_and_seeded():
+    labels = np.array([0] * 700 + [1] * 300)
+    chosen = stratified_subsample(labels, 100, seed=3)
+    assert len(set(chosen.tolist())) == 100
+    assert np.bincount(labels[chosen]).tolist() == [70, 30]
+    assert np.array_equal(chosen, stratified_subsample(labels, 100, seed=3))
+    assert not np.array_equal(chosen, stratified_subsample(labels, 100, seed=4))
+    assert np.array_equal(stratified_subsample(labels, 5000, seed=3), np.arange(1000))
+
+
+def test_folder_sizes_subsample_each_split(toy_data):
+    splits = load_splits(DataConfig(dataset=str(toy_data), train_size=30, eval_size=12, test_size=9), batch_size=8)
+    assert (len(splits.train), len(splits.validation), len(splits.test)) == (30, 12, 9)
+    assert splits.label_names == ("0", "1")
+    assert np.bincount(splits.train.labels).tolist() == [20, 10]
+
+
+def test_parquet_folder_with_dev_split_and_integer_labels(tmp_path):
+    for name, size in (("train", 40), ("dev", 10), ("test", 10)):
+        pd.DataFrame({"text": [f"t{i}" for i in range(size)], "label": [i % 3 for i in range(size)]}).to_parquet(
+            tmp_path / f"{name}.parquet"
+        )
+    splits = load_splits(DataConfig(dataset=str(tmp_path)), batch_size=4)
+    assert splits.label_names == ("0", "1", "2")
+    assert len(splits.validation) == 10
+
+
+def test_tokenisation_is_cached_and_reused(tiny_checkpoint, toy_data, cache_dir):
+    class CountingTokenizer:
+        def __init__(self, inner):
+            self.inner, self.calls = inner, 0
+
+        def __call__(self, *args, **kwargs):
+            self.calls += 1
+            return self.inner(*args, **kwargs)
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    tokenizer = CountingTokenizer(AutoTokenizer.from_pretrained(tiny_checkpoint))
+    split = load_splits(DataConfig(dataset=str(toy_data)), batch_size=8).train
+    first = encode_split(split, tokenizer, max_length=16, cache_dir=cache_dir)
+    second = encode_split(split, tokenizer, max_length=16, cache_dir=cache_dir)
+    assert tokenizer.calls == 1
+    assert all(torch.equal(a, b) for a, b in zip(first.input_ids, second.input_ids, strict=True))
+    assert first.input_ids[0].tolist() == tokenizer.inner(split.texts[0])["input_ids"]
+    encode_split(split, tokenizer, max_length=8, cache_dir=cache_dir)
+    assert tokenizer.calls == 2, "another max_length must not reuse the cache"
+
+
+def test_length_grouped_batches_cover_every_index_once_and_are_reproducible():
+    lengths = np.random.default_rng(0).integers(3, 100, size=1000)
+    sampler = LengthGroupedBatches(lengths, 16, shuffle=True, seed=1)
+    first, second = list(sampler), list(sampler)
+    assert sorted(i for batch in first for i in batch) == list(range(1000))
+    assert first != second, "each pass draws a new order"
+    assert list(LengthGroupedBatches(lengths, 16, shuffle=True, seed=1)) == first
+    spread = np.mean([np.ptp(lengths[batch]) for batch in first])
+    assert spread < 10, "batches group texts of similar length"
+
+
+def test_loader_pads_each_batch_to_its_longest_text(tiny_checkpoint, toy_data, cache_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_checkpoint)
+    split = load_splits(DataConfig(dataset=str(toy_data)), batch_size=8).train
+    encoded = encode_split(split, tokenizer, max_length=64, cache_dir=cache_dir)
+    for batch in make_loader(encoded, batch_size=8, pad_token_id=0, shuffle=False):
+        lengths = batch["attention_mask"].sum(dim=1)
+        assert batch["input_ids"].shape[1] == lengths.max() < 64
+        assert torch.equal(batch["labels"], encoded.labels[batch["index"]])
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make_source", "config_kwargs", "batch_size", "message"),
+    [
+        (lambda d: d / "missing.csv", {}, 4, "file not found"),
+        (lambda d: d, {}, 4, "no train file found"),
+        (lambda d: _write(d / "x.parquet", "not parquet"), {}, 4, "cannot read"),
+        (lambda d: _write(d / "x.xlsx", "a"), {}, 4, "unsupported file type"),
+        (lambda d: _write(d / "x.csv", "body,label\nhi,0\n"), {}, 4, "no text column 'text'"),
+        (lambda d: _write(d / "x.csv", "text,kind\nhi,0\n"), {}, 4, "no label column 'label'"),
+        (lambda d: _write(d / "x.csv", "text,label\n,0\n,1\n"), {}, 4, "hold no non-empty rows"),
+        (lambda d: _write(d / "x.csv", "text,label\n" + "a,0\n" * 40), {}, 4, "only one class"),
+        (lambda d: _write(d / "x.csv", "text,label\n" + "a,0\nb,1\n" * 20), {}, 64, "fewer than one batch"),
+    ],
+    ids=["missing-file", "folder-without-train", "unreadable", "bad-type", "no-text", "no-label", "empty",
+         "one-class", "smaller-than-batch"],
+)
+def test_bad_data_is_a_one_line_data_error(tmp_path, make_source, config_kwargs, batch_size, message):
+    source = make_source(tmp_path)
+    with pytest.raises(DataError, match=message) as error:
+        load_splits(DataConfig(dataset=str(source), **config_kwargs), batch_size=batch_size)
+    assert "\n" not in str(error.value)

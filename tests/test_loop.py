@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from transformers import AutoTokenizer, BertForSequenceClassification
+
+from trainers.evaluate import Metrics, evaluate_split
+from trainers.loop import EarlyStopping, EvalRecord, Status, collapse_reason, train
+from trainers.prepare import prepare_task
+
+
+@pytest.mark.parametrize(
+    ("patience", "maximize", "values", "stop_after"),
+    [
+        (2, True, [0.5, 0.6, 0.6, 0.55], 4),  # equal is no improvement
+        (2, True, [0.5, 0.4, 0.7, 0.6, 0.65], 5),
+        (1, False, [1.0, 0.9, 0.95], 3),
+        (3, False, [1.0, 1.1, 1.2, 0.9, 1.0, 1.0, 1.0], 7),
+        (0, True, [0.9, 0.1, 0.1, 0.1, 0.1], None),  # patience 0 never stops
+    ],
+)
+def test_early_stopping_table(patience, maximize, values, stop_after):
+    stopper = EarlyStopping(patience, maximize=maximize)
+    stopped_at = None
+    for i, value in enumerate(values, start=1):
+        stopper.update(value)
+        if stopper.should_stop:
+            stopped_at = i
+            break
+    assert stopped_at == stop_after
+    assert stopper.best == (max if maximize else min)(values[: stopped_at or len(values)])
+
+
+def _record(confusion, train_cls):
+    metrics = Metrics(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, {}, confusion)
+    return EvalRecord(10, 1.0, train_cls, train_cls, 0.0, 0.0, metrics)
+
+
+@pytest.mark.parametrize(
+    ("confusion", "train_cls", "collapsed"),
+    [
+        ([[5, 0], [3, 0]], 0.3, "every validation prediction is class 0"),
+        ([[0, 5], [0, 3]], 0.3, "every validation prediction is class 1"),
+        ([[4, 1], [1, 2]], math.log(2) + 0.001, "stuck at ln(2)"),
+        ([[4, 1], [1, 2]], math.log(2) - 0.05, None),
+        ([[4, 1, 0], [1, 2, 0], [0, 0, 3]], math.log(3), "stuck at ln(3)"),
+        ([[4, 1, 0], [1, 2, 0], [0, 0, 3]], 0.5, None),
+    ],
+)
+def test_collapse_reason_table(confusion, train_cls, collapsed):
+    reason = collapse_reason(_record(confusion, train_cls), len(confusion))
+    assert (reason is None) if collapsed is None else (collapsed in reason)
+
+
+@pytest.fixture
+def lora_task(make_config, cache_dir):
+    return prepare_task(make_config("lora"), cache_dir=cache_dir, progress=False)
+
+
+@pytest.mark.parametrize("method", ["teacher", "lora", "odd", "even"])
+def test_each_method_trains_and_records_history(make_config, cache_dir, method):
+    config = make_config(method, epochs=2, patience=0, collapse_warmup_epochs=99)
+    task = prepare_task(config, cache_dir=cache_dir, progress=False)
+    result = train(config, task, progress=False)
+    assert result.status is Status.COMPLETED
+    assert [round(r.epoch, 6) for r in result.history] == [1.0, 2.0]
+    assert result.steps == 2 * math.ceil(len(task.train) / 16)
+    for record in result.history:
+        assert math.isfinite(record.train_loss) and math.isfinite(record.validation.loss)
+        if config.distills:
+            assert record.train_div > 0 and record.train_cos > 0
+        else:
+            assert record.train_div == record.train_cos == 0
+            assert record.train_loss == pytest.approx(record.train_cls)
+
+
+def test_the_best_evaluation_is_kept_not_the_last(make_config, lora_task):
+    config = make_config("lora", epochs=3, lr=5e-3, eval_every_steps=1, patience=0, collapse_warmup_epochs=99)
+    result = train(config, lora_task, progress=False)
+    scores = [r.validation.macro_f1 for r in result.history]
+    best = scores.index(max(scores))
+    assert result.best is result.history[best]
+    assert best != len(scores) - 1, "precondition: the last evaluation is not the best"
+    again = evaluate_split(
+        result.model, lora_task.validation, lora_task.label_names, pad_token_id=0, batch_size=32
+    )
+    assert again.loss == pytest.approx(result.best.validation.loss, rel=1e-5)
+    assert again.loss != pytest.approx(result.history[-1].validation.loss, rel=1e-5)
+
+
+def test_patience_stops_a_run_that_stopped_improving(make_config, lora_task):
+    config = make_config("lora", epochs=5, lr=1e-9, eval_every_steps=2, patience=2, collapse_warmup_epochs=99)
+    result = train(config, lora_task, progress=False)
+    assert result.status is Status.EARLY_STOPPED
+    assert len(result.history) == 3 and result.best is result.history[0]
+    assert result.steps == 6
+
+
+def test_the_callback_can_stop_a_run(make_config, lora_task):
+    seen = []
+
+    def stop_at_second(record):
+        seen.append(record.step)
+        return len(seen) == 2
+
+    config = make_config("lora", epochs=5, eval_every_steps=2, patience=0, collapse_warmup_epochs=99)
+    result = train(config, lora_task, on_eval=stop_at_second, progress=False)
+    assert result.status is Status.STOPPED
+    assert seen == [2, 4] and result.steps == 4
+
+
+def _checkpoint_with_head(tiny_checkpoint, folder, weight, bias):
+    model = BertForSequenceClassification.from_pretrained(tiny_checkpoint, num_labels=2)
+    with torch.no_grad():
+        model.classifier.weight.fill_(weight)
+        model.classifier.bias.copy_(torch.tensor(bias))
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_checkpoint).save_pretrained(folder)
+    return folder
+
+
+def test_a_run_predicting_one_class_is_stopped_as_collapsed(make_config, tiny_checkpoint, tmp_path, cache_dir):
+    checkpoint = _checkpoint_with_head(tiny_checkpoint, tmp_path / "one-class", 0.0, [50.0, -50.0])
+    config = make_config("teacher", teacher={"name": str(checkpoint)}, epochs=4, lr=1e-9, collapse_warmup_epochs=1)
+    result = train(config, prepare_task(config, cache_dir=cache_dir, progress=False), progress=False)
+    assert result.status is Status.COLLAPSED
+    assert "every validation prediction is class 0" in result.reason
+    assert len(result.history) == 1, "stopped at the first evaluation after the warm-up"
+
+
+def test_a_nan_loss_ends_the_run_as_diverged_without_raising(make_config, tiny_checkpoint, tmp_path, cache_dir):
+    checkpoint = _checkpoint_with_head(tiny_checkpoint, tmp_path / "nan", float("nan"), [0.0, 0.0])
+    config = make_config("teacher", teacher={"name": str(checkpoint)})
+    result = train(config, prepare_task(config, cache_dir=cache_dir, progress=False), progress=False)
+    assert result.status is Status.DIVERGED
+    assert "nan" in result.reason and result.best is None and result.steps == 0

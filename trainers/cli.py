@@ -1,0 +1,126 @@
+"""Command-line plumbing shared by every entry point: config flags, one-line errors, exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import types
+from collections.abc import Callable
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+from trainers.config import TrainConfig
+from trainers.errors import ToxituneError
+
+# Nested configs whose flags carry a prefix: --teacher-epochs, --lora-rank.
+_PREFIXES = {"data": "", "teacher": "teacher-", "loss": "", "lora": "lora-"}
+
+EXIT_USAGE = 2
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """An ``argparse`` parser whose errors are one line and exit with status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"error: {message} (see {self.prog} --help)\n")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, *, exclude: tuple[str, ...] = ()) -> None:
+    """Add one flag per :class:`TrainConfig` setting, nested ones included.
+
+    Flags default to "not given", so :func:`config_from_args` overrides only what the user typed.
+    """
+    for dest, flag, field, hint in _config_fields(TrainConfig):
+        if dest in exclude:
+            continue
+        kwargs: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS, "help": field.metadata.get("help")}
+        parse, choices = _parser_for(hint)
+        if choices:
+            kwargs["choices"] = choices
+        else:
+            kwargs["type"] = parse
+            kwargs["metavar"] = _metavar(hint)
+        default = field.default if field.default is not dataclasses.MISSING else None
+        if default is not None and kwargs["help"]:
+            kwargs["help"] += f" (default: {_show(default)})"
+        parser.add_argument(f"--{flag}", **kwargs)
+
+
+def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given on the command line, as a nested dict in :meth:`TrainConfig.to_dict` form."""
+    overrides: dict[str, Any] = {}
+    for dest, *_ in _config_fields(TrainConfig):
+        if hasattr(args, dest):
+            *parents, name = dest.split(".")
+            target = overrides
+            for parent in parents:
+                target = target.setdefault(parent, {})
+            target[name] = getattr(args, dest)
+    return overrides
+
+
+def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``overrides`` applied, nested dicts merged key by key."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
+    """``base`` (default settings if ``None``) with the command line's settings applied."""
+    base_dict = (base or TrainConfig()).to_dict()
+    return TrainConfig.from_dict(merge(base_dict, config_overrides(args)))
+
+
+def run_main(main: Callable[[list[str] | None], int]) -> None:
+    """Run a ``main(argv) -> exit code``; user errors print one line and exit 2, Ctrl-C exits 130."""
+    try:
+        code = main(None)
+    except ToxituneError as error:
+        print(f"error: {error}", file=sys.stderr)
+        code = EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted; finished work is kept, run the same command again to resume", file=sys.stderr)
+        code = 130
+    sys.exit(code)
+
+
+def _config_fields(cls: type, prefix: str = "", dest: str = ""):
+    hints = get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        hint = hints[field.name]
+        if dataclasses.is_dataclass(hint):
+            yield from _config_fields(hint, _PREFIXES[field.name], f"{field.name}.")
+            continue
+        flag = field.metadata.get("flag") or prefix + field.name.replace("_", "-")
+        yield dest + field.name, flag, field, hint
+
+
+def _parser_for(hint: Any) -> tuple[Callable[[str], Any], tuple[Any, ...] | None]:
+    origin = get_origin(hint)
+    if origin is Literal:
+        return str, get_args(hint)
+    if origin in (Union, types.UnionType):
+        inner = next(arg for arg in get_args(hint) if arg is not type(None))
+        parse, _ = _parser_for(inner)
+        return (lambda text: None if text.lower() == "none" else parse(text)), None
+    if origin is tuple:
+        return (lambda text: tuple(part.strip() for part in text.split(",") if part.strip())), None
+    return hint, None
+
+
+def _metavar(hint: Any) -> str:
+    origin = get_origin(hint)
+    if origin in (Union, types.UnionType):
+        return _metavar(next(arg for arg in get_args(hint) if arg is not type(None)))
+    if origin is tuple:
+        return "A,B,..."
+    return {int: "N", float: "X", str: "TEXT"}.get(hint, "VALUE")
+
+
+def _show(value: Any) -> str:
+    return ",".join(value) if isinstance(value, tuple) else f"{value:g}" if isinstance(value, float) else str(value)

@@ -1,0 +1,220 @@
+"""Frozen, validated settings for one training run.
+
+Hyperparameters live here; infrastructure (cache folder, progress bars, output folder) is passed to
+functions separately, so a search can vary exactly these fields and nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args, get_type_hints
+
+from trainers.errors import ConfigError
+
+Method = Literal["odd", "even", "lora", "teacher"]
+METHODS: tuple[str, ...] = get_args(Method)
+DISTILLATION_METHODS: tuple[str, ...] = ("odd", "even")
+MetricName = Literal["macro_f1", "accuracy", "weighted_f1", "loss"]
+METRICS: tuple[str, ...] = get_args(MetricName)
+
+DEFAULT_DATASET = "nicholasKluge/toxic-text"
+DEFAULT_TEACHER = "bert-base-uncased"
+
+
+def _help(text: str, **extra: Any) -> dict[str, Any]:
+    return {"help": text, **extra}
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the examples come from and how many of each split to use."""
+
+    dataset: str = field(
+        default=DEFAULT_DATASET,
+        metadata=_help("hub dataset id, local folder with train/validation/test files, or one file"),
+    )
+    hub_split: str | None = field(
+        default=None,
+        metadata=_help("for a hub dataset: take this one split and divide it 80/10/10"),
+    )
+    text_column: str = field(default="text", metadata=_help("column holding the text"))
+    label_column: str = field(default="label", metadata=_help("column holding the label"))
+    train_size: int | None = field(default=None, metadata=_help("stratified subsample of the training split"))
+    eval_size: int | None = field(
+        default=None, metadata=_help("stratified subsample of the validation split")
+    )
+    test_size: int | None = field(default=None, metadata=_help("stratified subsample of the test split"))
+    max_length: int = field(default=128, metadata=_help("tokens kept per text"))
+    split_seed: int = field(default=42, metadata=_help("seed for splitting and subsampling"))
+
+    def __post_init__(self) -> None:
+        for name in ("train_size", "eval_size", "test_size"):
+            value = getattr(self, name)
+            _require(value is None or value > 0, f"{name} must be positive, but got {value}")
+        _require(self.max_length >= 8, f"max_length must be at least 8, but got {self.max_length}")
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """The pretrained checkpoint and how it is fine-tuned before distillation.
+
+    These settings are fixed for a study, so every trial distils from the same cached teacher.
+    """
+
+    name: str = field(
+        default=DEFAULT_TEACHER,
+        metadata=_help("BERT-family checkpoint: hub id or local folder", flag="teacher"),
+    )
+    epochs: int = field(
+        default=2,
+        metadata=_help("fine-tuning epochs before distilling; 0 keeps an untrained head"),
+    )
+    lr: float = field(default=1e-4, metadata=_help("fine-tuning learning rate"))
+    batch_size: int = field(default=32, metadata=_help("fine-tuning batch size"))
+    seed: int = field(default=0, metadata=_help("seed of the head initialisation and fine-tuning"))
+
+    def __post_init__(self) -> None:
+        _require(self.epochs >= 0, f"teacher epochs must be >= 0, but got {self.epochs}")
+        _require(self.lr > 0, f"teacher lr must be positive, but got {self.lr}")
+        _require(self.batch_size > 0, f"teacher batch size must be positive, but got {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Weights of the distillation loss ``w_cls·CE + w_div(epoch)·T²·KL + w_cos·cosine``."""
+
+    w_cls: float = field(default=1 / 3, metadata=_help("weight of cross-entropy on the labels"))
+    w_div: float = field(default=1 / 3, metadata=_help("weight of KL divergence to the teacher"))
+    w_cos: float = field(default=1 / 3, metadata=_help("weight of the cosine loss on the logits"))
+    temperature: float = field(default=2.0, metadata=_help("softmax temperature T of the KL term"))
+    div_warmup_epochs: float = field(
+        default=0.0,
+        metadata=_help("epochs over which w_div ramps linearly from 0; 0 means full from the start"),
+    )
+
+    def __post_init__(self) -> None:
+        weights = (self.w_cls, self.w_div, self.w_cos)
+        _require(min(weights) >= 0, f"loss weights must be >= 0, but got {weights}")
+        _require(sum(weights) > 0, f"at least one loss weight must be positive, but got {weights}")
+        _require(self.temperature > 0, f"temperature must be positive, but got {self.temperature}")
+        _require(
+            self.div_warmup_epochs >= 0,
+            f"div_warmup_epochs must be >= 0, but got {self.div_warmup_epochs}",
+        )
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """peft LoRA adapters on the full-depth model."""
+
+    rank: int = field(default=8, metadata=_help("LoRA rank r"))
+    alpha: float = field(default=32.0, metadata=_help("LoRA scaling alpha"))
+    dropout: float = field(default=0.1, metadata=_help("dropout on the LoRA input"))
+    target_modules: tuple[str, ...] = field(
+        default=("query", "key", "value"),
+        metadata=_help("comma-separated module names that get adapters, e.g. query,value,dense"),
+    )
+
+    def __post_init__(self) -> None:
+        _require(self.rank > 0, f"lora rank must be positive, but got {self.rank}")
+        _require(self.alpha > 0, f"lora alpha must be positive, but got {self.alpha}")
+        _require(0 <= self.dropout < 1, f"lora dropout must be in [0, 1), but got {self.dropout}")
+        _require(len(self.target_modules) > 0, "lora target modules must name at least one module")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines one training run of one method."""
+
+    method: Method = field(default="even", metadata=_help("what to train"))
+    data: DataConfig = field(default_factory=DataConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    epochs: int = field(default=3, metadata=_help("training epochs"))
+    lr: float = field(default=5e-5, metadata=_help("peak AdamW learning rate"))
+    batch_size: int = field(default=32, metadata=_help("training batch size"))
+    eval_batch_size: int = field(default=128, metadata=_help("evaluation batch size"))
+    weight_decay: float = field(default=0.01, metadata=_help("AdamW weight decay"))
+    warmup_ratio: float = field(default=0.1, metadata=_help("share of steps spent warming up the lr"))
+    max_grad_norm: float = field(default=1.0, metadata=_help("gradient clipping norm; 0 disables"))
+    hidden_dropout: float | None = field(
+        default=None, metadata=_help("override the checkpoint's hidden dropout")
+    )
+    attention_dropout: float | None = field(
+        default=None, metadata=_help("override the checkpoint's attention dropout")
+    )
+    seed: int = field(default=0, metadata=_help("seed of initialisation, batching and dropout"))
+    metric: MetricName = field(
+        default="macro_f1", metadata=_help("validation metric for early stopping and model choice")
+    )
+    patience: int = field(
+        default=2, metadata=_help("evaluations without improvement before stopping; 0 never stops")
+    )
+    eval_every_steps: int | None = field(
+        default=None, metadata=_help("also evaluate every N steps (default: once per epoch)")
+    )
+    collapse_warmup_epochs: float = field(
+        default=1.0, metadata=_help("epochs before a run may be declared collapsed")
+    )
+
+    def __post_init__(self) -> None:
+        _require(self.method in METHODS, f"method must be one of {METHODS}, but got {self.method!r}")
+        _require(self.metric in METRICS, f"metric must be one of {METRICS}, but got {self.metric!r}")
+        _require(self.epochs > 0, f"epochs must be positive, but got {self.epochs}")
+        _require(self.lr > 0 and math.isfinite(self.lr), f"lr must be positive, but got {self.lr}")
+        _require(self.batch_size > 0, f"batch_size must be positive, but got {self.batch_size}")
+        _require(
+            self.eval_batch_size > 0, f"eval_batch_size must be positive, but got {self.eval_batch_size}"
+        )
+        _require(self.weight_decay >= 0, f"weight_decay must be >= 0, but got {self.weight_decay}")
+        _require(0 <= self.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), but got {self.warmup_ratio}")
+        _require(self.max_grad_norm >= 0, f"max_grad_norm must be >= 0, but got {self.max_grad_norm}")
+        for name in ("hidden_dropout", "attention_dropout"):
+            value = getattr(self, name)
+            _require(value is None or 0 <= value < 1, f"{name} must be in [0, 1), but got {value}")
+        _require(self.patience >= 0, f"patience must be >= 0, but got {self.patience}")
+        _require(
+            self.eval_every_steps is None or self.eval_every_steps > 0,
+            f"eval_every_steps must be positive, but got {self.eval_every_steps}",
+        )
+        _require(
+            self.collapse_warmup_epochs >= 0,
+            f"collapse_warmup_epochs must be >= 0, but got {self.collapse_warmup_epochs}",
+        )
+
+    @property
+    def distills(self) -> bool:
+        """Whether this run trains a student against teacher logits."""
+        return self.method in DISTILLATION_METHODS
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict, ready for JSON, YAML or a tracker's config."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Rebuild a config from :meth:`to_dict` output; unknown keys are an error."""
+        return _from_dict(cls, values)
+
+
+def _from_dict(cls: type, values: dict[str, Any]) -> Any:
+    hints = get_type_hints(cls)
+    unknown = set(values) - set(hints)
+    if unknown:
+        raise ConfigError(f"unknown {cls.__name__} settings {sorted(unknown)}; check their spelling")
+    kwargs: dict[str, Any] = {}
+    for name, value in values.items():
+        if dataclasses.is_dataclass(hints[name]):
+            value = _from_dict(hints[name], value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)

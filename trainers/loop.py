@@ -1,0 +1,255 @@
+"""The training loop: one configuration, one model, evaluated on validation as it trains.
+
+The loop never reads the test split and knows nothing of search or tracking: callers watch it
+through ``on_eval`` and may stop it from there.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from accelerate.utils import set_seed
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from trainers.config import TrainConfig
+from trainers.data import make_loader
+from trainers.device import make_accelerator
+from trainers.evaluate import Metrics, evaluate
+from trainers.losses import classification_loss, distillation_loss
+from trainers.models import (
+    apply_lora,
+    build_student,
+    load_classifier,
+    restore_trainable_state,
+    trainable_state,
+)
+from trainers.task import Task
+
+
+class Status(enum.StrEnum):
+    """How a run ended."""
+
+    COMPLETED = "completed"  # ran every epoch
+    EARLY_STOPPED = "early_stopped"  # patience ran out; the best evaluation is kept
+    STOPPED = "stopped"  # the on_eval callback asked to stop (a pruned trial)
+    COLLAPSED = "collapsed"  # predictions fell to one class, or the loss stuck at chance
+    DIVERGED = "diverged"  # the loss became NaN or infinite
+
+
+@dataclass(frozen=True)
+class EvalRecord:
+    """One validation pass, with the mean training losses since the previous one."""
+
+    step: int
+    epoch: float
+    train_loss: float
+    train_cls: float
+    train_div: float
+    train_cos: float
+    validation: Metrics
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+EvalCallback = Callable[[EvalRecord], "bool | None"]
+"""Called after every evaluation; returning ``True`` stops the run with status ``stopped``."""
+
+
+@dataclass
+class TrainResult:
+    """The outcome of :func:`train`; ``model`` holds the best evaluation's weights."""
+
+    status: Status
+    reason: str | None
+    best: EvalRecord | None
+    history: list[EvalRecord]
+    model: nn.Module
+    steps: int
+    seconds: float
+
+    def summary(self) -> dict[str, Any]:
+        """Everything but the model, ready for JSON."""
+        return {
+            "status": self.status.value,
+            "reason": self.reason,
+            "best": self.best.to_dict() if self.best else None,
+            "history": [record.to_dict() for record in self.history],
+            "steps": self.steps,
+            "seconds": round(self.seconds, 1),
+        }
+
+
+@dataclass
+class EarlyStopping:
+    """Patience on one metric: stop after ``patience`` evaluations without improvement (0 never)."""
+
+    patience: int
+    maximize: bool
+    best: float | None = None
+    waited: int = field(default=0)
+
+    def update(self, value: float) -> bool:
+        """Record ``value``; return whether it is a new best."""
+        improved = self.best is None or (value > self.best if self.maximize else value < self.best)
+        if improved:
+            self.best, self.waited = value, 0
+        else:
+            self.waited += 1
+        return improved
+
+    @property
+    def should_stop(self) -> bool:
+        return self.patience > 0 and self.waited >= self.patience
+
+
+def collapse_reason(record: EvalRecord, num_labels: int, *, tolerance: float = 0.01) -> str | None:
+    """Why a run looks collapsed, or ``None``.
+
+    A run has collapsed when every validation prediction is one class, or when its training
+    cross-entropy sits within ``tolerance`` (relative) of ``ln(num_labels)``, the loss of a uniform guess.
+    """
+    predicted = [sum(column) for column in zip(*record.validation.confusion, strict=True)]
+    if sum(count > 0 for count in predicted) <= 1:
+        label = max(range(num_labels), key=lambda i: predicted[i])
+        return f"every validation prediction is class {label}"
+    chance = math.log(num_labels)
+    if abs(record.train_cls - chance) <= tolerance * chance:
+        return f"training cross-entropy {record.train_cls:.4f} is stuck at ln({num_labels})={chance:.4f}"
+    return None
+
+
+def build_model(config: TrainConfig, task: Task) -> nn.Module:
+    """The model that ``config.method`` trains, before training."""
+    dropout = {"hidden_dropout": config.hidden_dropout, "attention_dropout": config.attention_dropout}
+    if config.distills:
+        teacher = load_classifier(task.teacher_checkpoint, task.label_names, **dropout)
+        return build_student(teacher, config.method)
+    model = load_classifier(task.base_checkpoint, task.label_names, **dropout)
+    return apply_lora(model, config.lora) if config.method == "lora" else model
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    # Biases and LayerNorm weights are not decayed, as in BERT's original recipe.
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in trainable if p.ndim >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0},
+    ]
+
+
+def train(
+    config: TrainConfig, task: Task, *, on_eval: EvalCallback | None = None, progress: bool = True
+) -> TrainResult:
+    """Train ``config.method`` on ``task``, keep the best validation checkpoint and return it.
+
+    Args:
+        config: The run's hyperparameters.
+        task: Prepared data and teacher (see :func:`trainers.prepare.prepare_task`).
+        on_eval: Called after each evaluation; returning ``True`` stops the run.
+        progress: Show a progress bar over epochs and steps.
+    """
+    if config.distills and task.teacher_logits is None:
+        raise ValueError("a distillation run needs a task prepared with a teacher")
+    started = time.monotonic()
+    set_seed(config.seed)
+    accelerator = make_accelerator()
+    model = build_model(config, task)
+    train_loader = make_loader(
+        task.train,
+        batch_size=config.batch_size,
+        pad_token_id=task.tokenizer.pad_token_id,
+        shuffle=True,
+        seed=config.seed,
+    )
+    val_loader = make_loader(
+        task.validation,
+        batch_size=config.eval_batch_size,
+        pad_token_id=task.tokenizer.pad_token_id,
+        shuffle=False,
+    )
+    steps_per_epoch = len(train_loader)
+    total_steps = steps_per_epoch * config.epochs
+    optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr)
+    scheduler = get_linear_schedule_with_warmup(
+        optimizer, round(config.warmup_ratio * total_steps), total_steps
+    )
+    model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
+        model, optimizer, train_loader, val_loader, scheduler
+    )
+    teacher_logits = task.teacher_logits.to(accelerator.device) if config.distills else None
+    eval_every = config.eval_every_steps or steps_per_epoch
+    stopper = EarlyStopping(config.patience, maximize=config.metric != "loss")
+    history: list[EvalRecord] = []
+    best: EvalRecord | None = None
+    best_state = None
+    sums, count = torch.zeros(4), 0
+    status, reason, step = Status.COMPLETED, None, 0
+    bar = tqdm(total=total_steps, desc=config.method, disable=not progress, leave=False, unit="step")
+
+    model.train()
+    while step < total_steps and reason is None:
+        for batch in train_loader:
+            epoch = step / steps_per_epoch
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            if config.distills:
+                parts = distillation_loss(
+                    logits, teacher_logits[batch["index"]], batch["labels"], config.loss, epoch=epoch
+                )
+            else:
+                parts = classification_loss(logits, batch["labels"])
+            if not torch.isfinite(parts.total):
+                status, reason = Status.DIVERGED, f"loss became {parts.total.item()} at step {step}"
+                break
+            accelerator.backward(parts.total)
+            if config.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            sums += torch.stack([p.detach().float().cpu() for p in parts])
+            count += 1
+            bar.update()
+            if step % eval_every and step % steps_per_epoch:
+                continue
+
+            means = (sums / count).tolist()
+            sums, count = torch.zeros(4), 0
+            metrics = evaluate(model, val_loader, task.validation.labels, task.label_names)
+            record = EvalRecord(step, step / steps_per_epoch, *means, validation=metrics)
+            history.append(record)
+            if stopper.update(metrics.value(config.metric)):
+                best, best_state = record, trainable_state(accelerator.unwrap_model(model))
+            bar.set_postfix(
+                epoch=f"{record.epoch:.2f}",
+                loss=f"{record.train_loss:.4f}",
+                **{config.metric: f"{metrics.value(config.metric):.4f}"},
+            )
+            if record.epoch >= config.collapse_warmup_epochs:
+                if (collapsed := collapse_reason(record, len(task.label_names))) is not None:
+                    status, reason = Status.COLLAPSED, collapsed
+            if reason is None and on_eval is not None and on_eval(record):
+                status, reason = Status.STOPPED, f"stopped by the caller at step {step}"
+            if reason is None and stopper.should_stop:
+                status, reason = (
+                    Status.EARLY_STOPPED,
+                    f"no {config.metric} improvement in {config.patience} evaluations",
+                )
+            if reason is not None or step >= total_steps:
+                break
+    bar.close()
+
+    model = accelerator.unwrap_model(model)
+    if best_state is not None:
+        restore_trainable_state(model, best_state)
+    model.eval()
+    return TrainResult(status, reason, best, history, model, step, time.monotonic() - started)

