@@ -10,7 +10,22 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel, BertTokenizerFast
 
-WORDS = ["good", "nice", "kind", "great", "bad", "hate", "awful", "dumb", "the", "a", "is", "day", "you", "movie"]
+WORDS = [
+    "good",
+    "nice",
+    "kind",
+    "great",
+    "bad",
+    "hate",
+    "awful",
+    "dumb",
+    "the",
+    "a",
+    "is",
+    "day",
+    "you",
+    "movie",
+]
 TOXIC = {"bad", "hate", "awful", "dumb"}
 
 
@@ -77,8 +92,34 @@ def make_config(tiny_checkpoint, toy_data):
         return TrainConfig(
             method=method,
             data=DataConfig(dataset=str(toy_data), max_length=32, **(data or {})),
-            teacher=TeacherConfig(**{"name": str(tiny_checkpoint), "epochs": 5, "lr": 3e-3, "batch_size": 16, **(teacher or {})}),
+            teacher=TeacherConfig(
+                **{
+                    "name": str(tiny_checkpoint),
+                    "epochs": 10,
+                    "lr": 3e-3,
+                    "batch_size": 16,
+                    **(teacher or {}),
+                }
+            ),
             **{"epochs": 2, "lr": 1e-3, "batch_size": 16, "eval_batch_size": 32, **overrides},
         )
+
+    return make
+
+
+@pytest.fixture
+def checkpoint_with_head(tiny_checkpoint, tmp_path):
+    """Factory of tiny checkpoints whose classification head has a fixed weight and bias."""
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    def make(weight: float, bias: list[float]) -> Path:
+        folder = tmp_path / f"head-{weight}-{bias}"
+        model = BertForSequenceClassification.from_pretrained(tiny_checkpoint, num_labels=len(bias))
+        with torch.no_grad():
+            model.classifier.weight.fill_(weight)
+            model.classifier.bias.copy_(torch.tensor(bias))
+        model.save_pretrained(folder)
+        AutoTokenizer.from_pretrained(tiny_checkpoint).save_pretrained(folder)
+        return folder
 
     return make

@@ -39,7 +39,11 @@ def test_single_file_gets_a_stratified_seeded_80_10_10_split(tmp_path):
     assert splits.label_names == ("eggs", "ham", "spam")
     assert (len(splits.train), len(splits.validation), len(splits.test)) == (800, 100, 100)
     for split in (splits.train, splits.validation, splits.test):
-        assert np.bincount(split.labels).tolist() == [len(split) // 10, 6 * len(split) // 10, 3 * len(split) // 10]
+        assert np.bincount(split.labels).tolist() == [
+            len(split) // 10,
+            6 * len(split) // 10,
+            3 * len(split) // 10,
+        ]
     all_texts = splits.train.texts + splits.validation.texts + splits.test.texts
     assert len(set(all_texts)) == 1000
     again = load_splits(config, batch_size=8)
@@ -59,7 +63,9 @@ def test_subsampling_is_stratified_and_seeded():
 
 
 def test_folder_sizes_subsample_each_split(toy_data):
-    splits = load_splits(DataConfig(dataset=str(toy_data), train_size=30, eval_size=12, test_size=9), batch_size=8)
+    splits = load_splits(
+        DataConfig(dataset=str(toy_data), train_size=30, eval_size=12, test_size=9), batch_size=8
+    )
     assert (len(splits.train), len(splits.validation), len(splits.test)) == (30, 12, 9)
     assert splits.label_names == ("0", "1")
     assert np.bincount(splits.train.labels).tolist() == [20, 10]
@@ -67,9 +73,9 @@ def test_folder_sizes_subsample_each_split(toy_data):
 
 def test_parquet_folder_with_dev_split_and_integer_labels(tmp_path):
     for name, size in (("train", 40), ("dev", 10), ("test", 10)):
-        pd.DataFrame({"text": [f"t{i}" for i in range(size)], "label": [i % 3 for i in range(size)]}).to_parquet(
-            tmp_path / f"{name}.parquet"
-        )
+        pd.DataFrame(
+            {"text": [f"t{i}" for i in range(size)], "label": [i % 3 for i in range(size)]}
+        ).to_parquet(tmp_path / f"{name}.parquet")
     splits = load_splits(DataConfig(dataset=str(tmp_path)), batch_size=4)
     assert splits.label_names == ("0", "1", "2")
     assert len(splits.validation) == 10
@@ -137,8 +143,17 @@ def _write(path, text):
         (lambda d: _write(d / "x.csv", "text,label\n" + "a,0\n" * 40), {}, 4, "only one class"),
         (lambda d: _write(d / "x.csv", "text,label\n" + "a,0\nb,1\n" * 20), {}, 64, "fewer than one batch"),
     ],
-    ids=["missing-file", "folder-without-train", "unreadable", "bad-type", "no-text", "no-label", "empty",
-         "one-class", "smaller-than-batch"],
+    ids=[
+        "missing-file",
+        "folder-without-train",
+        "unreadable",
+        "bad-type",
+        "no-text",
+        "no-label",
+        "empty",
+        "one-class",
+        "smaller-than-batch",
+    ],
 )
 def test_bad_data_is_a_one_line_data_error(tmp_path, make_source, config_kwargs, batch_size, message):
     source = make_source(tmp_path)

@@ -3,8 +3,6 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
-from transformers import AutoTokenizer, BertForSequenceClassification
 
 from trainers.evaluate import Metrics, evaluate_split
 from trainers.loop import EarlyStopping, EvalRecord, Status, collapse_reason, train
@@ -111,27 +109,19 @@ def test_the_callback_can_stop_a_run(make_config, lora_task):
     assert seen == [2, 4] and result.steps == 4
 
 
-def _checkpoint_with_head(tiny_checkpoint, folder, weight, bias):
-    model = BertForSequenceClassification.from_pretrained(tiny_checkpoint, num_labels=2)
-    with torch.no_grad():
-        model.classifier.weight.fill_(weight)
-        model.classifier.bias.copy_(torch.tensor(bias))
-    model.save_pretrained(folder)
-    AutoTokenizer.from_pretrained(tiny_checkpoint).save_pretrained(folder)
-    return folder
-
-
-def test_a_run_predicting_one_class_is_stopped_as_collapsed(make_config, tiny_checkpoint, tmp_path, cache_dir):
-    checkpoint = _checkpoint_with_head(tiny_checkpoint, tmp_path / "one-class", 0.0, [50.0, -50.0])
-    config = make_config("teacher", teacher={"name": str(checkpoint)}, epochs=4, lr=1e-9, collapse_warmup_epochs=1)
+def test_a_run_predicting_one_class_is_stopped_as_collapsed(make_config, checkpoint_with_head, cache_dir):
+    checkpoint = checkpoint_with_head(0.0, [50.0, -50.0])
+    config = make_config(
+        "teacher", teacher={"name": str(checkpoint)}, epochs=4, lr=1e-9, collapse_warmup_epochs=1
+    )
     result = train(config, prepare_task(config, cache_dir=cache_dir, progress=False), progress=False)
     assert result.status is Status.COLLAPSED
     assert "every validation prediction is class 0" in result.reason
     assert len(result.history) == 1, "stopped at the first evaluation after the warm-up"
 
 
-def test_a_nan_loss_ends_the_run_as_diverged_without_raising(make_config, tiny_checkpoint, tmp_path, cache_dir):
-    checkpoint = _checkpoint_with_head(tiny_checkpoint, tmp_path / "nan", float("nan"), [0.0, 0.0])
+def test_a_nan_loss_ends_the_run_as_diverged_without_raising(make_config, checkpoint_with_head, cache_dir):
+    checkpoint = checkpoint_with_head(float("nan"), [0.0, 0.0])
     config = make_config("teacher", teacher={"name": str(checkpoint)})
     result = train(config, prepare_task(config, cache_dir=cache_dir, progress=False), progress=False)
     assert result.status is Status.DIVERGED

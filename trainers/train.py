@@ -29,7 +29,10 @@ def build_parser() -> ArgumentParser:
     )
     parser.add_argument("--out", type=Path, required=True, help="output folder for metrics.json and model/")
     parser.add_argument(
-        "--cache-dir", type=Path, default=None, help="cache for tokens and teachers (default: ~/.cache/toxitune)"
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="cache for tokens and teachers (default: ~/.cache/toxitune)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_config_arguments(parser)
