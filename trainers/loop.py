@@ -234,10 +234,11 @@ def train(
                 loss=f"{record.train_loss:.4f}",
                 **{config.metric: f"{metrics.value(config.metric):.4f}"},
             )
+            caller_stops = on_eval is not None and on_eval(record)
             if record.epoch >= config.collapse_warmup_epochs:
                 if (collapsed := collapse_reason(record, len(task.label_names))) is not None:
                     status, reason = Status.COLLAPSED, collapsed
-            if reason is None and on_eval is not None and on_eval(record):
+            if reason is None and caller_stops:
                 status, reason = Status.STOPPED, f"stopped by the caller at step {step}"
             if reason is None and stopper.should_stop:
                 status, reason = (

@@ -1,0 +1,102 @@
+"""The Optuna objective: a trial's config, trained once, reported and pruned through the callback."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import optuna
+
+from search.progress import TrialLine
+from search.storage import worker_id
+from studies.spaces import SearchSpace, suggest
+from trainers.config import TrainConfig
+from trainers.loop import EvalRecord, Status, train
+from trainers.task import Task
+
+# A collapsed or diverged run is cut short like a pruned one, and counts towards the study's target.
+CUT_SHORT = (Status.COLLAPSED, Status.DIVERGED)
+
+
+class Tracker(Protocol):
+    """What the objective needs of a tracker (see :class:`search.tracking.StudyTracker`)."""
+
+    def start_trial(self, number: int, config: dict[str, Any], params: dict[str, Any]) -> None: ...
+    def log_eval(self, record: dict[str, Any]) -> None: ...
+    def finish_trial(self, state: str, summary: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class Objective:
+    """Train ``suggest(trial, base, space)`` on the shared ``task`` and return its best validation metric.
+
+    The trial reports the validation metric after every evaluation (step = evaluation number) and
+    stops when the pruner says so. Early stopping ends a trial at its best evaluation, whose value
+    is returned. Collapsed and diverged runs end PRUNED with ``status`` and ``reason`` user attributes.
+    """
+
+    base: TrainConfig
+    space: SearchSpace
+    task: Task
+    tracker: Tracker
+    progress: bool = True
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        trial.set_user_attr("worker", worker_id())
+        config = suggest(trial, self.base, self.space)
+        trial.set_user_attr("config", config.to_dict())
+        self.tracker.start_trial(trial.number, config.to_dict(), dict(trial.params))
+        line = TrialLine(
+            trial.number,
+            {**trial.params, **trial.user_attrs},
+            epochs=config.epochs,
+            metric=config.metric,
+            enabled=self.progress,
+        )
+        evaluations = 0
+
+        def on_eval(record: EvalRecord) -> bool:
+            nonlocal evaluations
+            evaluations += 1
+            value = record.validation.value(config.metric)
+            trial.report(value, step=evaluations)
+            self.tracker.log_eval(record.to_dict())
+            line.update(record.epoch, value)
+            return trial.should_prune()
+
+        try:
+            result = train(config, self.task, on_eval=on_eval, progress=False)
+        except BaseException as error:
+            self.tracker.finish_trial("failed", {"reason": repr(error)})
+            line.finish("failed", None, 0.0, repr(error))
+            raise
+
+        best = result.best
+        value = best.validation.value(config.metric) if best else None
+        if result.status in CUT_SHORT:
+            state = result.status.value
+        else:
+            state = "pruned" if result.status is Status.STOPPED else "complete"
+        summary = {
+            "status": result.status.value if state != "pruned" else "pruned",
+            "reason": result.reason,
+            "steps": result.steps,
+            "seconds": round(result.seconds, 1),
+            "best_epoch": best.epoch if best else None,
+            "value": value,
+            **(
+                {
+                    f"best_val_{k}": best.validation.value(k)
+                    for k in ("loss", "accuracy", "weighted_f1", "macro_f1")
+                }
+                if best
+                else {}
+            ),
+        }
+        for key, item in summary.items():
+            trial.set_user_attr(key, item)
+        self.tracker.finish_trial(state, summary)
+        line.finish(state, value, result.history[-1].epoch if result.history else 0.0, result.reason or "")
+        if state != "complete":
+            raise optuna.TrialPruned(result.reason or state)
+        return value

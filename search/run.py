@@ -1,0 +1,176 @@
+"""Run a study: ``python -m search.run --method lora --trials 50 --preset quickstart``.
+
+``--trials`` is the study's target: rerunning the same command after a crash or Ctrl-C runs only the
+missing trials. Every trial is one W&B run, grouped by study.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from search.objective import Objective
+from search.progress import format_params
+from search.storage import DEFAULT_STORAGE
+from search.study import StudySettings, open_study, run_until, state_counts, trial_state
+from search.tracking import StudyTracker, WandbSettings
+from studies.presets import Preset, available_presets, load_preset
+from studies.spaces import LOSS_WEIGHTS, SearchSpace, default_space
+from trainers.cache import default_cache_dir
+from trainers.cli import ArgumentParser, add_config_arguments, config_overrides, merge, run_main
+from trainers.config import METRICS, TrainConfig
+from trainers.prepare import prepare_task
+
+SEARCH_METHODS = ("odd", "even", "lora")
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="python -m search.run",
+        description="Tune one compression method with an Optuna study; every trial is logged to W&B.",
+    )
+    parser.add_argument("--method", required=True, choices=SEARCH_METHODS, help="what to tune")
+    parser.add_argument("--trials", type=int, required=True, help="finished trials the study should hold")
+    parser.add_argument("--preset", help=f"study preset: {', '.join(available_presets())}, or a .toml file")
+    parser.add_argument("--study", help="study name (default: METHOD-PRESET)")
+    parser.add_argument(
+        "--storage", default=DEFAULT_STORAGE, help=f"Optuna storage URL (default: {DEFAULT_STORAGE})"
+    )
+    parser.add_argument("--sampler", choices=("tpe", "random"), default="tpe", help="sampler (default: tpe)")
+    parser.add_argument("--seed", type=int, default=0, help="sampler seed (default: 0); trials train with the preset's seed, default 0")
+    parser.add_argument(
+        "--pruner", choices=("median", "hyperband", "none"), default="median", help="(default: median)"
+    )
+    parser.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    parser.add_argument(
+        "--metric", choices=METRICS, default="macro_f1", help="validation metric (default: macro_f1)"
+    )
+    parser.add_argument("--wandb-project", default="toxitune", help="W&B project (default: toxitune)")
+    parser.add_argument("--wandb-entity", help="W&B entity (default: your default entity)")
+    parser.add_argument(
+        "--wandb-mode",
+        choices=("online", "offline", "disabled"),
+        help="W&B mode (default: online with an API key, else offline for `wandb sync`)",
+    )
+    parser.add_argument("--wandb-dir", type=Path, help="where W&B keeps its files (default: ./wandb)")
+    parser.add_argument(
+        "--cache-dir", type=Path, help="cache for tokens and teachers (default: ~/.cache/toxitune)"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="print finished trials only")
+    group = parser.add_argument_group(
+        "training settings (fixed for every trial; a searched one given here is fixed)"
+    )
+    add_config_arguments(group, exclude=("method", "metric", "seed"))
+    return parser
+
+
+def search_space(method: str, preset: Preset | None, fixed: set[str]) -> SearchSpace:
+    """The method's space, widened or narrowed by the preset, without the settings fixed on the command line."""
+    space = {**default_space(method), **(preset.space if preset else {})}
+    if fixed & {"loss.w_cls", "loss.w_div", "loss.w_cos"}:
+        space.pop(LOSS_WEIGHTS, None)
+    return {path: dist for path, dist in space.items() if path not in fixed}
+
+
+def _flat_paths(tree: dict[str, Any], prefix: str = "") -> set[str]:
+    paths = set()
+    for key, value in tree.items():
+        paths |= _flat_paths(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key}
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    preset = load_preset(args.preset) if args.preset else None
+    overrides = config_overrides(args)
+    base = TrainConfig.from_dict(
+        merge(
+            merge(TrainConfig(method=args.method).to_dict(), preset.config if preset else {}),
+            {**overrides, "method": args.method, "metric": args.metric},
+        )
+    )
+    space = search_space(args.method, preset, _flat_paths(overrides))
+    settings = StudySettings(
+        name=args.study or f"{args.method}-{preset.name if preset else 'custom'}",
+        storage=args.storage,
+        trials=args.trials,
+        sampler=args.sampler,
+        seed=args.seed,
+        pruner=args.pruner,
+        timeout=args.timeout,
+        direction="minimize" if args.metric == "loss" else "maximize",
+    )
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = open_study(
+        settings,
+        evaluations=base.epochs,
+        attrs={
+            "method": args.method,
+            "metric": args.metric,
+            "preset": preset.name if preset else None,
+            "base_config": base.to_dict(),
+            "space": {k: repr(v) for k, v in space.items()},
+        },
+    )
+    done = sum(state_counts(study)[s] for s in ("complete", "pruned", "collapsed", "diverged"))
+    print(f"study {settings.name!r} in {settings.storage}: {done}/{settings.trials} trials finished")
+    if done >= settings.trials:
+        _print_summary(study, args.metric, 0.0)
+        return 0
+
+    started = time.monotonic()
+    task = prepare_task(base, cache_dir=args.cache_dir or default_cache_dir(), progress=not args.no_progress)
+    if task.teacher_metrics:
+        print(f"teacher: validation {args.metric} {task.teacher_metrics['validation'][args.metric]:.4f}")
+    tracker = StudyTracker(
+        WandbSettings(
+            project=args.wandb_project, entity=args.wandb_entity, mode=args.wandb_mode, dir=args.wandb_dir
+        ),
+        study_name=settings.name,
+        method=args.method,
+        tags=[preset.name] if preset else [],
+    )
+    objective = Objective(base=base, space=space, task=task, tracker=tracker, progress=not args.no_progress)
+    orphans = run_until(study, objective, settings)
+    if orphans:
+        print(f"marked trials {orphans} FAIL: their process died mid-trial")
+    scored = [t for t in study.get_trials(deepcopy=False) if t.value is not None]
+    tracker.log_study(
+        _trial_rows(study),
+        best_value=study.best_value if scored else None,
+        best_trial=study.best_trial.number if scored else None,
+    )
+    _print_summary(study, args.metric, time.monotonic() - started)
+    return 0
+
+
+def _trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
+    rows = []
+    for trial in study.get_trials(deepcopy=False):
+        row = {"trial": trial.number, "state": trial_state(trial), "value": trial.value}
+        row |= {key: trial.user_attrs.get(key) for key in ("best_epoch", "steps", "reason")}
+        row |= {f"param/{name}": value for name, value in trial.params.items()}
+        rows.append(row)
+    return rows
+
+
+def _print_summary(study: optuna.Study, metric: str, seconds: float) -> None:
+    counts = state_counts(study)
+    shown = ", ".join(f"{counts[s]} {s}" for s in ("complete", "pruned", "collapsed", "diverged", "failed"))
+    print(f"trials: {shown}; wall time {seconds / 60:.1f} min")
+    completed = [
+        t for t in study.get_trials(deepcopy=False) if t.value is not None and math.isfinite(t.value)
+    ]
+    if completed:
+        best = study.best_trial
+        print(f"best: trial {best.number}, validation {metric} {best.value:.4f}")
+        print(f"  {format_params({**best.params, **best.user_attrs})}")
+        print(f"  all params: {best.params}")
+
+
+if __name__ == "__main__":
+    run_main(main)

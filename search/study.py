@@ -1,0 +1,144 @@
+"""Creating, resuming and running a study until it holds its target number of finished trials."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from search.storage import fail_orphaned_trials, open_storage
+from trainers.errors import ToxituneError
+
+SamplerName = Literal["tpe", "random"]
+PrunerName = Literal["median", "hyperband", "none"]
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+MAX_FAILURES_IN_A_ROW = 3
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """How a study is stored, sampled and pruned."""
+
+    name: str
+    storage: str
+    trials: int
+    sampler: SamplerName = "tpe"
+    seed: int = 0
+    pruner: PrunerName = "median"
+    timeout: float | None = None
+    direction: Literal["maximize", "minimize"] = "maximize"
+
+    def __post_init__(self) -> None:
+        if self.trials < 1:
+            raise ToxituneError(f"--trials must be at least 1, but got {self.trials}")
+        if self.timeout is not None and self.timeout <= 0:
+            raise ToxituneError(f"--timeout must be positive, but got {self.timeout}")
+
+
+def make_sampler(name: SamplerName, seed: int, offset: int) -> optuna.samplers.BaseSampler:
+    """A seeded sampler; ``offset`` (trials already run) keeps a resumed study from replaying draws."""
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed + offset)
+    return optuna.samplers.TPESampler(seed=seed + offset, multivariate=True, group=True)
+
+
+def make_pruner(name: PrunerName, evaluations: int) -> optuna.pruners.BasePruner:
+    """The pruner; ``evaluations`` is how many times a full trial reports (its epochs)."""
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(
+            min_resource=1, max_resource=max(evaluations, 1), reduction_factor=3
+        )
+    return optuna.pruners.NopPruner()
+
+
+def open_study(settings: StudySettings, *, evaluations: int, attrs: dict[str, object]) -> optuna.Study:
+    """Create the study or load it to resume; ``attrs`` must match what it was created with.
+
+    Raises:
+        ToxituneError: The study exists with another method or metric.
+    """
+    storage = open_storage(settings.storage)
+    existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+    offset = existing[settings.name].n_trials if settings.name in existing else 0
+    study = optuna.create_study(
+        study_name=settings.name,
+        storage=storage,
+        direction=settings.direction,
+        sampler=make_sampler(settings.sampler, settings.seed, offset),
+        pruner=make_pruner(settings.pruner, evaluations),
+        load_if_exists=True,
+    )
+    for key, value in attrs.items():
+        stored = study.user_attrs.get(key)
+        if stored is None:
+            study.set_user_attr(key, value)
+        elif key in ("method", "metric") and stored != value:
+            raise ToxituneError(
+                f"study {settings.name!r} was created with {key} {stored!r}, not {value!r}; pass another --study"
+            )
+    return study
+
+
+def finished_count(study: optuna.Study) -> int:
+    """COMPLETE and PRUNED trials: what ``--trials`` counts."""
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def run_until(
+    study: optuna.Study,
+    objective: Callable[[optuna.Trial], float],
+    settings: StudySettings,
+) -> list[int]:
+    """Run trials until the study holds ``settings.trials`` finished ones, or the timeout passes.
+
+    Trials of processes that died mid-trial are marked FAIL first; finished trials are never rerun.
+    Returns the numbers of the orphaned trials that were failed.
+
+    Raises:
+        ToxituneError: Several trials in a row failed with an error (a bug, not a bad config).
+    """
+    orphans = fail_orphaned_trials(study)
+    deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
+    failures = 0
+    last: list[FrozenTrial] = []
+    while finished_count(study) < settings.trials:
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            break
+        study.optimize(
+            objective,
+            n_trials=1,
+            catch=(Exception,),
+            callbacks=[lambda _study, trial: last.append(trial)],
+            gc_after_trial=True,
+        )
+        failures = failures + 1 if last and last[-1].state == TrialState.FAIL else 0
+        if failures >= MAX_FAILURES_IN_A_ROW:
+            reason = last[-1].system_attrs.get("fail_reason", "see the log above")
+            raise ToxituneError(f"{failures} trials in a row failed ({reason}); fix that and rerun to resume")
+    return orphans
+
+
+def trial_state(trial: FrozenTrial) -> str:
+    """``complete``, ``pruned``, ``collapsed``, ``diverged``, ``failed`` or ``running``."""
+    if trial.state == TrialState.PRUNED:
+        return (
+            trial.user_attrs.get("status", "pruned")
+            if trial.user_attrs.get("status") in ("collapsed", "diverged")
+            else "pruned"
+        )
+    return {TrialState.COMPLETE: "complete", TrialState.FAIL: "failed"}.get(
+        trial.state, trial.state.name.lower()
+    )
+
+
+def state_counts(study: optuna.Study) -> Counter[str]:
+    """How many trials ended in each :func:`trial_state`."""
+    return Counter(trial_state(trial) for trial in study.get_trials(deepcopy=False))

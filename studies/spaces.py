@@ -1,0 +1,168 @@
+"""Search spaces: what each method tunes, and the only place that calls ``trial.suggest_*``.
+
+A space maps a setting's path in :class:`~trainers.config.TrainConfig` (``"lr"``, ``"loss.temperature"``,
+``"lora.rank"``) to a range or a set of choices. ``"loss.weights"`` is special: the three loss
+weights are drawn on the simplex, so their sum (a second learning rate in disguise) stays 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+
+from trainers.cli import merge
+from trainers.config import TrainConfig
+from trainers.errors import ConfigError
+
+LOSS_WEIGHTS = "loss.weights"
+WEIGHT_NAMES = ("w_cls", "w_div", "w_cos")
+
+
+@dataclass(frozen=True)
+class FloatRange:
+    """A float in ``[low, high]``, on a log scale if ``log``."""
+
+    low: float
+    high: float
+    log: bool = False
+
+    def suggest(self, trial: optuna.Trial, name: str) -> float:
+        return trial.suggest_float(name, self.low, self.high, log=self.log)
+
+
+@dataclass(frozen=True)
+class IntRange:
+    """An int in ``[low, high]``, on a log scale if ``log``."""
+
+    low: int
+    high: int
+    log: bool = False
+
+    def suggest(self, trial: optuna.Trial, name: str) -> int:
+        return trial.suggest_int(name, self.low, self.high, log=self.log)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One of ``options``; a comma-separated string option becomes a tuple (module lists)."""
+
+    options: tuple[Any, ...]
+
+    def suggest(self, trial: optuna.Trial, name: str) -> Any:
+        return trial.suggest_categorical(name, self.options)
+
+
+@dataclass(frozen=True)
+class Simplex:
+    """The three loss weights, uniform on the simplex (normalised exponential draws)."""
+
+    def suggest(self, trial: optuna.Trial, name: str) -> dict[str, float]:
+        # -log(u) for u ~ U(0, 1] is Exp(1); normalised exponentials are uniform on the simplex.
+        draws = [-math.log(trial.suggest_float(f"{n}_draw", 1e-6, 1.0)) for n in WEIGHT_NAMES]
+        total = sum(draws)
+        weights = {n: d / total for n, d in zip(WEIGHT_NAMES, draws, strict=True)}
+        for n, w in weights.items():
+            trial.set_user_attr(n, w)
+        return weights
+
+
+Distribution = FloatRange | IntRange | Choice | Simplex
+SearchSpace = Mapping[str, Distribution]
+
+_SHARED: dict[str, Distribution] = {
+    "hidden_dropout": FloatRange(0.0, 0.3),
+    "attention_dropout": FloatRange(0.0, 0.3),
+    "weight_decay": FloatRange(0.0, 0.1),
+    "warmup_ratio": FloatRange(0.0, 0.2),
+    "batch_size": Choice((16, 32, 64)),
+}
+DISTILLATION_SPACE: dict[str, Distribution] = {
+    "lr": FloatRange(2e-5, 5e-4, log=True),
+    LOSS_WEIGHTS: Simplex(),
+    "loss.temperature": FloatRange(1.0, 8.0, log=True),
+    "loss.div_warmup_epochs": IntRange(0, 2),
+    **_SHARED,
+}
+LORA_SPACE: dict[str, Distribution] = {
+    "lr": FloatRange(1e-4, 3e-3, log=True),
+    "lora.rank": IntRange(4, 64, log=True),
+    "lora.alpha": FloatRange(4.0, 128.0, log=True),
+    "lora.dropout": FloatRange(0.0, 0.3),
+    "lora.target_modules": Choice(("query,key,value", "query,key,value,dense")),
+    **_SHARED,
+}
+SPACES: dict[str, dict[str, Distribution]] = {
+    "odd": DISTILLATION_SPACE,
+    "even": DISTILLATION_SPACE,
+    "lora": LORA_SPACE,
+}
+
+
+def default_space(method: str) -> dict[str, Distribution]:
+    """The search space of ``method`` (``odd``, ``even`` or ``lora``)."""
+    if method not in SPACES:
+        raise ConfigError(f"no search space for method {method!r}; choose one of {sorted(SPACES)}")
+    return dict(SPACES[method])
+
+
+def distribution_from_toml(path: str, spec: Any) -> Distribution:
+    """A distribution from a preset entry: ``{low, high, log?}``, ``{int = true, ...}`` or ``{choices}``."""
+    if not isinstance(spec, dict):
+        raise ConfigError(f"search space entry {path!r} must be a table, but got {spec!r}")
+    if set(spec) == {"choices"}:
+        return Choice(tuple(spec["choices"]))
+    unknown = set(spec) - {"low", "high", "log", "int"}
+    if unknown or not {"low", "high"} <= set(spec):
+        raise ConfigError(
+            f"search space entry {path!r} needs low and high (and optionally log, int), but got {spec}"
+        )
+    if not spec["low"] <= spec["high"]:
+        raise ConfigError(f"search space entry {path!r} needs low <= high, but got {spec}")
+    kind = IntRange if spec.get("int") else FloatRange
+    return kind(spec["low"], spec["high"], bool(spec.get("log", False)))
+
+
+def suggest(trial: optuna.Trial, base: TrainConfig, space: SearchSpace) -> TrainConfig:
+    """``base`` with every setting in ``space`` drawn for ``trial``.
+
+    Example:
+        >>> config = suggest(trial, TrainConfig(method="lora"), default_space("lora"))
+    """
+    overrides: dict[str, Any] = {}
+    for path, distribution in space.items():
+        value = distribution.suggest(trial, path)
+        if path == LOSS_WEIGHTS:
+            overrides = merge(overrides, {"loss": value})
+            continue
+        *parents, name = path.split(".")
+        if isinstance(value, str) and isinstance(_setting(base, path), tuple):
+            value = tuple(value.split(","))
+        nested: dict[str, Any] = {name: value}
+        for parent in reversed(parents):
+            nested = {parent: nested}
+        overrides = merge(overrides, nested)
+    return TrainConfig.from_dict(merge(base.to_dict(), overrides))
+
+
+def _setting(config: TrainConfig, path: str) -> Any:
+    value: Any = config
+    for part in path.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def config_paths() -> set[str]:
+    """Every setting path a space may name, plus ``loss.weights``."""
+    paths = {LOSS_WEIGHTS}
+    for field in dataclasses.fields(TrainConfig):
+        value = getattr(TrainConfig(), field.name)
+        if dataclasses.is_dataclass(value):
+            paths |= {f"{field.name}.{sub.name}" for sub in dataclasses.fields(value)}
+        else:
+            paths.add(field.name)
+    return paths

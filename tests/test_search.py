@@ -1,0 +1,203 @@
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from search.objective import Objective
+from search.run import main
+from search.study import state_counts, trial_state
+from studies.spaces import FloatRange
+from trainers.prepare import prepare_task
+
+
+class NullTracker:
+    def __init__(self):
+        self.events = []
+
+    def start_trial(self, number, config, params):
+        self.events.append(("start", number))
+
+    def log_eval(self, record):
+        self.events.append(("eval", record["step"]))
+
+    def finish_trial(self, state, summary):
+        self.events.append(("finish", state))
+
+
+def _args(tiny_checkpoint, toy_data, tmp_path, *extra):
+    return [
+        "--dataset", str(toy_data), "--teacher", str(tiny_checkpoint), "--teacher-epochs", "10",
+        "--teacher-lr", "3e-3", "--teacher-batch-size", "16", "--epochs", "2", "--batch-size", "16",
+        "--storage", f"sqlite:///{tmp_path}/study.db", "--cache-dir", str(tmp_path / "cache"),
+        "--wandb-mode", "disabled", "--no-progress", *extra,
+    ]  # fmt: skip
+
+
+def _load(tmp_path, name):
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path}/study.db")
+
+
+@pytest.mark.parametrize("method", ["odd", "even", "lora"])
+def test_a_study_runs_end_to_end_for_each_method(tiny_checkpoint, toy_data, tmp_path, method, capsys):
+    args = _args(tiny_checkpoint, toy_data, tmp_path, "--collapse-warmup-epochs", "99")
+    assert main(["--method", method, "--trials", "3", *args]) == 0
+    study = _load(tmp_path, f"{method}-custom")
+    trials = study.get_trials()
+    assert len(trials) == 3 and all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    for trial in trials:
+        assert trial.user_attrs["config"]["method"] == method
+        assert trial.intermediate_values, "each trial reports its validation metric"
+    if method != "lora":
+        weights = [trials[0].user_attrs[k] for k in ("w_cls", "w_div", "w_cos")]
+        assert sum(weights) == pytest.approx(1.0)
+        assert trials[0].user_attrs["config"]["loss"]["w_div"] == pytest.approx(weights[1])
+    out = capsys.readouterr().out
+    assert "best: trial" in out and "trials: " in out
+
+
+def test_rerunning_a_finished_study_runs_nothing(tiny_checkpoint, toy_data, tmp_path, capsys):
+    args = ["--method", "lora", "--trials", "2", *_args(tiny_checkpoint, toy_data, tmp_path)]
+    assert main(args) == 0
+    assert main(args) == 0
+    assert len(_load(tmp_path, "lora-custom").trials) == 2
+    assert "2/2 trials finished" in capsys.readouterr().out
+    assert main([*args[:3], "3", *args[4:]]) == 0, "a larger target adds the missing trials"
+    assert len(_load(tmp_path, "lora-custom").trials) == 3
+
+
+def test_a_deliberately_bad_trial_is_pruned(make_config, cache_dir):
+    base = make_config("even", epochs=3, patience=0, collapse_warmup_epochs=99)
+    task = prepare_task(base, cache_dir=cache_dir, progress=False)
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.MedianPruner(n_startup_trials=2))
+    for lr in (3e-3, 3e-3, 1.0):
+        study.enqueue_trial({"lr": lr})
+    tracker = NullTracker()
+    objective = Objective(
+        base=base, space={"lr": FloatRange(1e-5, 1.0, log=True)}, task=task, tracker=tracker, progress=False
+    )
+    study.optimize(objective, n_trials=3)
+    states = [t.state for t in study.trials]
+    assert states[:2] == [TrialState.COMPLETE, TrialState.COMPLETE]
+    assert states[2] == TrialState.PRUNED and trial_state(study.trials[2]) == "pruned"
+    assert len(study.trials[2].intermediate_values) == 1, "pruned at its first report"
+    assert ("finish", "pruned") in tracker.events
+
+
+def test_collapsed_and_diverged_trials_are_recorded_and_the_study_goes_on(
+    checkpoint_with_head, toy_data, tmp_path
+):
+    one_class = checkpoint_with_head(0.0, [50.0, -50.0])
+    nan = checkpoint_with_head(float("nan"), [0.0, 0.0])
+    common = ["--method", "lora", "--trials", "2", "--collapse-warmup-epochs", "1", "--pruner", "none"]
+    assert main([*common, "--study", "collapse", *_args(one_class, toy_data, tmp_path)]) == 0
+    assert main([*common, "--study", "nan", *_args(nan, toy_data, tmp_path)]) == 0
+    for name, state, reason in (
+        ("collapse", "collapsed", "every validation prediction"),
+        ("nan", "diverged", "nan"),
+    ):
+        trials = _load(tmp_path, name).trials
+        assert len(trials) == 2
+        for trial in trials:
+            assert trial.state == TrialState.PRUNED and trial_state(trial) == state
+            assert trial.user_attrs["status"] == state and reason in trial.user_attrs["reason"]
+
+
+def _run_cli(*args, **kwargs):
+    return subprocess.run(
+        [sys.executable, "-m", "search.run", *args],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"}, **kwargs,
+    )  # fmt: skip
+
+
+def test_resume_after_sigkill_loses_and_repeats_no_trial(tiny_checkpoint, toy_data, tmp_path):
+    # Later flags win: six epochs make each trial long enough to be caught running.
+    args = [
+        "--method",
+        "lora",
+        "--trials",
+        "4",
+        "--pruner",
+        "none",
+        *_args(tiny_checkpoint, toy_data, tmp_path),
+        "--epochs",
+        "6",
+    ]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "search.run", *args],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    storage = f"sqlite:///{tmp_path}/study.db"
+    deadline = time.monotonic() + 300
+    before = None
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            trials = optuna.load_study(study_name="lora-custom", storage=storage).get_trials()
+        except Exception:
+            trials = []
+        if any(t.state == TrialState.RUNNING and t.number >= 1 for t in trials):
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            before = {t.number: t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)}
+            break
+        time.sleep(0.2)
+    assert before is not None, "the study was killed mid-trial"
+
+    result = _run_cli(*args)
+    assert result.returncode == 0, result.stderr
+    trials = optuna.load_study(study_name="lora-custom", storage=storage).get_trials()
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 4
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    assert [t.state for t in trials].count(TrialState.FAIL) == 1, "the killed trial ended FAIL"
+    for number, trial in before.items():
+        assert trials[number].params == trial.params and trials[number].value == trial.value
+    assert "marked trials" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--method", "teacher", "--trials", "2"], "invalid choice: 'teacher'"),
+        (["--method", "lora", "--trials", "0"], "--trials must be at least 1, but got 0"),
+        (["--method", "lora", "--trials", "2", "--preset", "nope"], "unknown preset 'nope'"),
+        (["--method", "lora", "--trials", "2", "--storage", "mysql+nodriver://x"], "cannot open storage"),
+        (["--method", "lora", "--trials", "2", "--storage", "just-a-name"], "is not a URL"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_code_2(tmp_path, args, message):
+    result = _run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+
+
+def test_postgres_storage_shares_one_study_between_two_workers(tiny_checkpoint, toy_data, tmp_path):
+    url = "postgresql://postgres@127.0.0.1:5432/test"
+    try:
+        optuna.storages.RDBStorage(url)
+    except Exception as error:
+        pytest.skip(f"PostgreSQL not reachable: {error}")
+    name = f"shared-{uuid.uuid4().hex[:8]}"
+    args = ["--method", "lora", "--trials", "4", "--study", name, *_args(tiny_checkpoint, toy_data, tmp_path)]
+    args[args.index("--storage") + 1] = url
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    workers = [subprocess.Popen([sys.executable, "-m", "search.run", *args], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]  # fmt: skip
+    for worker in workers:
+        _, err = worker.communicate(timeout=600)
+        assert worker.returncode == 0, err
+    study = optuna.load_study(study_name=name, storage=url)
+    finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert 4 <= len(finished) <= 5, "two workers may each start the last trial, never more"
+    assert len({t.user_attrs["worker"] for t in study.trials}) == 2, "both workers ran trials"
+    assert sorted(t.number for t in study.trials) == list(range(len(study.trials)))
+    assert state_counts(study)["failed"] == 0
+    optuna.delete_study(study_name=name, storage=url)
