@@ -6,7 +6,6 @@ missing trials. Every trial is one W&B run, grouped by study.
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import optuna
 from search.objective import Objective
 from search.progress import format_params
 from search.storage import DEFAULT_STORAGE
-from search.study import StudySettings, open_study, run_until, state_counts, trial_state
+from search.study import StudySettings, best_trial, open_study, run_until, state_counts, trial_state
 from search.tracking import StudyTracker, WandbSettings
 from studies.presets import Preset, available_presets, load_preset
 from studies.spaces import LOSS_WEIGHTS, SearchSpace, default_space
@@ -41,7 +40,12 @@ def build_parser() -> ArgumentParser:
         "--storage", default=DEFAULT_STORAGE, help=f"Optuna storage URL (default: {DEFAULT_STORAGE})"
     )
     parser.add_argument("--sampler", choices=("tpe", "random"), default="tpe", help="sampler (default: tpe)")
-    parser.add_argument("--seed", type=int, default=0, help="sampler seed (default: 0); trials train with the preset's seed, default 0")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="sampler seed (default: 0); trials train with the preset's seed, default 0",
+    )
     parser.add_argument(
         "--pruner", choices=("median", "hyperband", "none"), default="median", help="(default: median)"
     )
@@ -138,11 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     orphans = run_until(study, objective, settings)
     if orphans:
         print(f"marked trials {orphans} FAIL: their process died mid-trial")
-    scored = [t for t in study.get_trials(deepcopy=False) if t.value is not None]
+    best = best_trial(study)
     tracker.log_study(
         _trial_rows(study),
-        best_value=study.best_value if scored else None,
-        best_trial=study.best_trial.number if scored else None,
+        best_value=best.value if best else None,
+        best_trial=best.number if best else None,
     )
     _print_summary(study, args.metric, time.monotonic() - started)
     return 0
@@ -162,11 +166,8 @@ def _print_summary(study: optuna.Study, metric: str, seconds: float) -> None:
     counts = state_counts(study)
     shown = ", ".join(f"{counts[s]} {s}" for s in ("complete", "pruned", "collapsed", "diverged", "failed"))
     print(f"trials: {shown}; wall time {seconds / 60:.1f} min")
-    completed = [
-        t for t in study.get_trials(deepcopy=False) if t.value is not None and math.isfinite(t.value)
-    ]
-    if completed:
-        best = study.best_trial
+    best = best_trial(study)
+    if best is not None:
         print(f"best: trial {best.number}, validation {metric} {best.value:.4f}")
         print(f"  {format_params({**best.params, **best.user_attrs})}")
         print(f"  all params: {best.params}")

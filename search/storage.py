@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import warnings
 from pathlib import Path
 
 import optuna
@@ -39,7 +40,9 @@ def open_storage(url: str) -> BaseStorage:
         if url.startswith("redis://"):
             from optuna.storages.journal import JournalRedisBackend
 
-            backend = JournalRedisBackend(url)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                backend = JournalRedisBackend(url)
             backend._redis.ping()  # fail now, with a clear message, rather than mid-study
             return JournalStorage(backend)
         if "://" not in url:
@@ -48,7 +51,10 @@ def open_storage(url: str) -> BaseStorage:
             folder = Path(url.removeprefix("sqlite:///")).expanduser().parent
             if not folder.is_dir():
                 raise ConfigError(f"storage {url!r}: folder {folder} does not exist")
-        return RDBStorage(url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS)
+        with warnings.catch_warnings():
+            # Heartbeats are "experimental" in Optuna's terms but have been stable since 2.9.
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS)
     except ConfigError:
         raise
     except Exception as error:  # SQLAlchemy and redis raise many types for a bad URL or server

@@ -142,3 +142,10 @@ def trial_state(trial: FrozenTrial) -> str:
 def state_counts(study: optuna.Study) -> Counter[str]:
     """How many trials ended in each :func:`trial_state`."""
     return Counter(trial_state(trial) for trial in study.get_trials(deepcopy=False))
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The best COMPLETE trial, or ``None`` while there is none."""
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        return None
+    return study.best_trial

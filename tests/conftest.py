@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -9,6 +10,10 @@ import pandas as pd
 import pytest
 import torch
 from transformers import BertConfig, BertModel, BertTokenizerFast
+
+# Tiny models run fastest on one thread, and leave the other core to subprocesses under test.
+torch.set_num_threads(1)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 WORDS = [
     "good",

@@ -201,3 +201,25 @@ def test_postgres_storage_shares_one_study_between_two_workers(tiny_checkpoint, 
     assert sorted(t.number for t in study.trials) == list(range(len(study.trials)))
     assert state_counts(study)["failed"] == 0
     optuna.delete_study(study_name=name, storage=url)
+
+
+def test_every_trial_is_an_offline_wandb_run_with_its_metrics(tiny_checkpoint, toy_data, tmp_path):
+    from search.tracking import find_offline_runs, read_offline_run
+
+    wandb_dir = tmp_path / "wb"
+    args = _args(
+        tiny_checkpoint, toy_data, tmp_path, "--wandb-mode", "offline", "--wandb-dir", str(wandb_dir)
+    )
+    assert main(["--method", "even", "--trials", "2", "--collapse-warmup-epochs", "99", *args]) == 0
+    runs = [read_offline_run(path, timeout=10) for path in find_offline_runs(wandb_dir)]
+    trials = sorted((r for r in runs if r.job_type == "even"), key=lambda r: r.name)
+    assert [r.name for r in trials] == ["even-custom-trial-0", "even-custom-trial-1"]
+    study = _load(tmp_path, "even-custom")
+    for run, trial in zip(trials, study.trials, strict=True):
+        assert run.group == "even-custom"
+        assert run.config["trial_params"] == trial.params
+        logged = [row["val/macro_f1"] for row in run.history if "val/macro_f1" in row]
+        assert logged == pytest.approx(list(trial.intermediate_values.values()))
+        assert run.summary["state"] == trial_state(trial)
+    summary = next(r for r in runs if r.job_type == "study-summary")
+    assert len(summary.table("trials")) == 2
