@@ -21,7 +21,7 @@ CUT_SHORT = (Status.COLLAPSED, Status.DIVERGED)
 class Tracker(Protocol):
     """What the objective needs of a tracker (see :class:`search.tracking.StudyTracker`)."""
 
-    def start_trial(self, number: int, config: dict[str, Any], params: dict[str, Any]) -> None: ...
+    def start_trial(self, number: int, config: dict[str, Any], params: dict[str, Any]) -> str | None: ...
     def log_eval(self, record: dict[str, Any]) -> None: ...
     def finish_trial(self, state: str, summary: dict[str, Any]) -> None: ...
 
@@ -45,7 +45,9 @@ class Objective:
         trial.set_user_attr("worker", worker_id())
         config = suggest(trial, self.base, self.space)
         trial.set_user_attr("config", config.to_dict())
-        self.tracker.start_trial(trial.number, config.to_dict(), dict(trial.params))
+        run_path = self.tracker.start_trial(trial.number, config.to_dict(), dict(trial.params))
+        if run_path:
+            trial.set_user_attr("wandb_run", run_path)
         line = TrialLine(
             trial.number,
             {**trial.params, **trial.user_attrs},

@@ -23,6 +23,7 @@ from trainers.cache import default_cache_dir
 from trainers.cli import ArgumentParser, add_config_arguments, config_overrides, merge, run_main
 from trainers.config import METRICS, TrainConfig
 from trainers.prepare import prepare_task
+from trainers.task import Task
 
 SEARCH_METHODS = ("odd", "even", "lora")
 
@@ -80,6 +81,17 @@ def search_space(method: str, preset: Preset | None, fixed: set[str]) -> SearchS
     return {path: dist for path, dist in space.items() if path not in fixed}
 
 
+def data_record(config: TrainConfig, task: Task) -> dict[str, Any]:
+    """What identifies a study's data: its source, label names, split sizes and content fingerprint."""
+    splits = task.splits
+    return {
+        "source": config.data.dataset,
+        "label_names": list(task.label_names),
+        "sizes": {"train": len(splits.train), "validation": len(splits.validation), "test": len(splits.test)},
+        "fingerprint": splits.fingerprint(),
+    }
+
+
 def _flat_paths(tree: dict[str, Any], prefix: str = "") -> set[str]:
     paths = set()
     for key, value in tree.items():
@@ -130,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     task = prepare_task(base, cache_dir=args.cache_dir or default_cache_dir(), progress=not args.no_progress)
     if task.teacher_metrics:
         print(f"teacher: validation {args.metric} {task.teacher_metrics['validation'][args.metric]:.4f}")
+    study.set_user_attr("data", data_record(base, task))
     tracker = StudyTracker(
         WandbSettings(
             project=args.wandb_project, entity=args.wandb_entity, mode=args.wandb_mode, dir=args.wandb_dir

@@ -169,8 +169,10 @@ class StudyTracker:
         self._run: Any = None
 
     @_never_raises
-    def start_trial(self, number: int, config: dict[str, Any], params: dict[str, Any]) -> None:
-        """Start the run of trial ``number``, finishing a previous trial's run left open as failed.
+    def start_trial(self, number: int, config: dict[str, Any], params: dict[str, Any]) -> str | None:
+        """Start the run of trial ``number``; return its W&B path (``entity/project/id``), if tracking.
+
+        A previous trial's run left open is finished as failed first.
 
         Args:
             number: the trial number.
@@ -184,6 +186,7 @@ class StudyTracker:
             name=f"{self.study_name}-trial-{number}",
             config={**config, "trial_params": params, "trial_number": number},
         )
+        return "/".join(part for part in (self._run.entity, self._run.project, self._run.id) if part)
 
     @_never_raises
     def log_eval(self, record: dict[str, Any]) -> None:

@@ -1,0 +1,174 @@
+"""Export a study's best trials as self-contained configs: ``python -m search.export --study NAME --out best.yaml``.
+
+The file holds, per exported trial, every resolved training setting (not only the tuned ones), the
+data source with label names and fingerprint, the teacher, the validation score, trial number and
+W&B run, plus package versions and the git commit, so ``python -m search.train --config`` can
+reproduce it anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+from optuna.trial import TrialState
+
+from search.storage import DEFAULT_STORAGE, open_storage
+from trainers.cli import ArgumentParser, run_main
+from trainers.errors import ConfigError, ToxituneError
+
+EXPORT_VERSION = 1
+PACKAGES = ("toxitune", "torch", "transformers", "peft", "accelerate", "optuna", "datasets", "scikit-learn")
+
+
+def load_study(name: str, storage: str) -> optuna.Study:
+    """The stored study ``name``.
+
+    Raises:
+        ToxituneError: No study of that name in ``storage``.
+    """
+    backend = open_storage(storage)
+    names = [
+        summary.study_name for summary in optuna.get_all_study_summaries(backend, include_best_trial=False)
+    ]
+    if name not in names:
+        raise ToxituneError(f"no study {name!r} in {storage}; studies there: {names or 'none'}")
+    return optuna.load_study(study_name=name, storage=backend)
+
+
+def ranked_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """COMPLETE trials, best first (ties keep trial order)."""
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    return sorted(trials, key=lambda t: (-t.value if maximize else t.value, t.number))
+
+
+def export_study(study: optuna.Study, *, top_k: int = 1, storage: str | None = None) -> dict[str, Any]:
+    """The export document of ``study``'s ``top_k`` best trials.
+
+    Raises:
+        ToxituneError: The study has no completed trial.
+    """
+    if top_k < 1:
+        raise ConfigError(f"--top-k must be at least 1, but got {top_k}")
+    ranked = ranked_trials(study)
+    if not ranked:
+        raise ToxituneError(f"study {study.study_name!r} has no completed trial yet; run more trials first")
+    attrs = study.user_attrs
+    return {
+        "toxitune_export": EXPORT_VERSION,
+        "study": study.study_name,
+        "storage": storage,
+        "method": attrs.get("method"),
+        "metric": attrs.get("metric"),
+        "direction": study.direction.name.lower(),
+        "data": attrs.get("data"),
+        "candidates": [_candidate(trial, rank) for rank, trial in enumerate(ranked[:top_k], start=1)],
+        "environment": environment(),
+    }
+
+
+def _candidate(trial: optuna.trial.FrozenTrial, rank: int) -> dict[str, Any]:
+    config = trial.user_attrs["config"]
+    return {
+        "rank": rank,
+        "trial": trial.number,
+        "validation_score": trial.value,
+        "best_epoch": trial.user_attrs.get("best_epoch"),
+        "wandb_run": trial.user_attrs.get("wandb_run"),
+        "teacher": config["teacher"]["name"],
+        "params": trial.params,
+        "config": config,
+    }
+
+
+def environment() -> dict[str, Any]:
+    """Python and package versions, and the git commit of the toxitune checkout if there is one."""
+    versions = {}
+    for package in PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {"python": platform.python_version(), "packages": versions, "git_commit": _git_commit()}
+
+
+def _git_commit() -> str | None:
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def write_document(document: dict[str, Any], path: Path) -> None:
+    """Write YAML (``.yaml``/``.yml``) or JSON (``.json``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix in (".yaml", ".yml"):
+        path.write_text(yaml.safe_dump(document, sort_keys=False))
+    elif path.suffix == ".json":
+        path.write_text(json.dumps(document, indent=2))
+    else:
+        raise ConfigError(f"--out must end in .yaml, .yml or .json, but got {path.name!r}")
+
+
+def read_document(path: Path) -> dict[str, Any]:
+    """Read an export written by :func:`write_document`.
+
+    Raises:
+        ConfigError: The file is missing or is not a toxitune export.
+    """
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found; write one with python -m search.export")
+    try:
+        document = (
+            json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())
+        )
+    except (json.JSONDecodeError, yaml.YAMLError) as error:
+        raise ConfigError(f"{path}: not valid YAML or JSON ({str(error).splitlines()[0]})") from error
+    if not isinstance(document, dict) or document.get("toxitune_export") != EXPORT_VERSION:
+        raise ConfigError(
+            f"{path}: not a toxitune export (version {EXPORT_VERSION}); write one with python -m search.export"
+        )
+    return document
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="python -m search.export", description="Export a study's best trials as configs."
+    )
+    parser.add_argument("--study", required=True, help="study name")
+    parser.add_argument(
+        "--storage", default=DEFAULT_STORAGE, help=f"Optuna storage URL (default: {DEFAULT_STORAGE})"
+    )
+    parser.add_argument("--out", type=Path, required=True, help="output file, .yaml or .json")
+    parser.add_argument("--top-k", type=int, default=1, help="export the K best trials (default: 1)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    document = export_study(load_study(args.study, args.storage), top_k=args.top_k, storage=args.storage)
+    write_document(document, args.out)
+    for candidate in document["candidates"]:
+        print(
+            f"#{candidate['rank']}: trial {candidate['trial']}, validation {document['metric']} {candidate['validation_score']:.4f}"
+        )
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,205 @@
+"""Retrain exported configs over several seeds and crown a winner: ``python -m search.train --config best.yaml``.
+
+Each candidate of the export is trained with seeds ``seed, seed+1, …`` (its own trial seed first) and
+evaluated on test once per seed, after training. The winner is the candidate with the best *mean*
+validation score, so one lucky seed does not decide. Finished seeds are kept under ``OUT/runs`` and
+skipped when the command is rerun after an interruption.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+import statistics
+from pathlib import Path
+from typing import Any
+
+from scipy import stats
+
+from search.export import read_document
+from trainers.cache import default_cache_dir
+from trainers.cli import ArgumentParser, run_main
+from trainers.config import TrainConfig
+from trainers.errors import ConfigError
+from trainers.loop import train
+from trainers.models import save_classifier
+from trainers.prepare import prepare_task
+from trainers.train import run_report
+
+SUMMARY_METRICS = ("accuracy", "macro_f1", "weighted_f1")
+
+
+def mean_ci(values: list[float], confidence: float = 0.95) -> dict[str, Any]:
+    """Mean and the half-width of its Student-t confidence interval (``None`` for one value).
+
+    Example:
+        >>> mean_ci([0.80, 0.82, 0.84])["ci95"]  # 2.776 * 0.02 / sqrt(3)
+        0.0496...
+    """
+    mean = statistics.fmean(values) if values else math.nan
+    half = None
+    if len(values) > 1:
+        half = (
+            stats.t.ppf((1 + confidence) / 2, len(values) - 1)
+            * statistics.stdev(values)
+            / math.sqrt(len(values))
+        )
+    return {"mean": mean, "ci95": half, "values": values, "n": len(values)}
+
+
+def retrain_candidate(
+    candidate: dict[str, Any],
+    seeds: int,
+    *,
+    out: Path,
+    cache_dir: Path,
+    progress: bool,
+    data_fingerprint: str | None = None,
+) -> dict[str, Any]:
+    """Train one exported candidate over ``seeds`` seeds; keep its best-validation model on disk.
+
+    Args:
+        candidate: One entry of an export's ``candidates``.
+        seeds: How many seeds, starting at the candidate's own.
+        out: Output folder; finished seeds found under ``out/runs`` are read, not retrained.
+        cache_dir: Cache for tokens and teachers.
+        progress: Show progress bars.
+        data_fingerprint: The study's data fingerprint; a mismatch is reported, since scores then differ.
+    """
+    config = TrainConfig.from_dict(candidate["config"])
+    task = prepare_task(config, cache_dir=cache_dir, progress=progress)
+    if data_fingerprint and task.splits.fingerprint() != data_fingerprint:
+        print(
+            f"warning: the data of {config.data.dataset} changed since the study; scores are not comparable"
+        )
+    folder = out / "candidates" / f"trial-{candidate['trial']}"
+    maximize = config.metric != "loss"
+    runs = []
+    for seed in range(config.seed, config.seed + seeds):
+        report_path = out / "runs" / f"trial-{candidate['trial']}-seed-{seed}.json"
+        if report_path.exists():
+            runs.append(json.loads(report_path.read_text()))
+            continue
+        seeded = dataclasses.replace(config, seed=seed)
+        result = train(seeded, task, progress=progress)
+        report = {"seed": seed, **run_report(seeded, task, result)}
+        score = report["validation"][config.metric] if report["validation"] else None
+        previous = [r["validation"][config.metric] for r in runs if r["validation"]]
+        if score is not None and all(score > p if maximize else score < p for p in previous):
+            shutil.rmtree(folder / "model", ignore_errors=True)
+            save_classifier(result.model, task.tokenizer, folder / "model")
+            (folder / "best_seed.json").write_text(json.dumps({"seed": seed, "validation": score}))
+        report_path.parent.mkdir(parents=True, exist_ok=True)
+        report_path.write_text(json.dumps(report, indent=2))
+        runs.append(report)
+        print(
+            f"trial {candidate['trial']} seed {seed}: {report['status']}, validation {config.metric} {_show(score)}, "
+            f"test macro-F1 {_show(report['test']['macro_f1'] if report['test'] else None)}"
+        )
+    scored = [r for r in runs if r["validation"]]
+    return {
+        "trial": candidate["trial"],
+        "rank": candidate["rank"],
+        "study_score": candidate["validation_score"],
+        "seeds": [r["seed"] for r in runs],
+        "failed_seeds": [r["seed"] for r in runs if not r["validation"]],
+        "statuses": [r["status"] for r in runs],
+        "validation": mean_ci([r["validation"][config.metric] for r in scored]),
+        "test": {name: mean_ci([r["test"][name] for r in scored]) for name in SUMMARY_METRICS},
+        "model": str(folder / "model") if scored else None,
+        "config": candidate["config"],
+    }
+
+
+def pick_winner(results: list[dict[str, Any]], *, maximize: bool) -> dict[str, Any]:
+    """The candidate with the fewest failed seeds, then the best mean validation score."""
+    sign = 1 if maximize else -1
+    return min(
+        results,
+        key=lambda r: (
+            len(r["failed_seeds"]),
+            -sign * r["validation"]["mean"] if r["validation"]["n"] else math.inf,
+        ),
+    )
+
+
+def _show(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="python -m search.train", description="Retrain exported configs over several seeds."
+    )
+    parser.add_argument(
+        "--config", type=Path, required=True, help="export written by python -m search.export"
+    )
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per candidate (default: 3)")
+    parser.add_argument(
+        "--top-k", type=int, default=1, help="retrain the K best candidates of the export (default: 1)"
+    )
+    parser.add_argument("--out", type=Path, required=True, help="output folder for metrics.json and model/")
+    parser.add_argument(
+        "--cache-dir", type=Path, help="cache for tokens and teachers (default: ~/.cache/toxitune)"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.seeds < 1:
+        raise ConfigError(f"--seeds must be at least 1, but got {args.seeds}")
+    if args.top_k < 1:
+        raise ConfigError(f"--top-k must be at least 1, but got {args.top_k}")
+    document = read_document(args.config)
+    candidates = document["candidates"]
+    if args.top_k > len(candidates):
+        raise ConfigError(
+            f"--top-k {args.top_k} but {args.config} holds {len(candidates)} candidates; export with --top-k"
+        )
+    maximize = document.get("direction", "maximize") == "maximize"
+    cache_dir = args.cache_dir or default_cache_dir()
+    results = [
+        retrain_candidate(
+            candidate,
+            args.seeds,
+            out=args.out,
+            cache_dir=cache_dir,
+            progress=not args.no_progress,
+            data_fingerprint=(document.get("data") or {}).get("fingerprint"),
+        )
+        for candidate in candidates[: args.top_k]
+    ]
+    winner = pick_winner(results, maximize=maximize)
+    if winner["model"]:
+        shutil.rmtree(args.out / "model", ignore_errors=True)
+        shutil.copytree(winner["model"], args.out / "model")
+    report = {
+        "study": document["study"],
+        "metric": document["metric"],
+        "winner": winner["trial"],
+        "candidates": results,
+    }
+    (args.out / "metrics.json").write_text(json.dumps(report, indent=2))
+    for result in results:
+        val, test = result["validation"], result["test"]["macro_f1"]
+        mark = "*" if result is winner else " "
+        print(
+            f"{mark} trial {result['trial']}: validation {document['metric']} {_mean_ci(val)}, "
+            f"test macro-F1 {_mean_ci(test)}, failed seeds {result['failed_seeds'] or 'none'}"
+        )
+    print(f"winner: trial {winner['trial']}; wrote {args.out}")
+    return 0
+
+
+def _mean_ci(summary: dict[str, Any]) -> str:
+    if not summary["n"]:
+        return "-"
+    return f"{summary['mean']:.4f}" + (f" ± {summary['ci95']:.4f}" if summary["ci95"] is not None else "")
+
+
+if __name__ == "__main__":
+    run_main(main)
