@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import sys
 import types
+import warnings
 from collections.abc import Callable
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
@@ -88,6 +89,8 @@ def run_main(main: Callable[[list[str] | None], int]) -> None:
     # Load reports ("classifier.weight MISSING") are expected here: heads are new by design.
     # Hub retry warnings would bury the one-line error that follows them.
     transformers_logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", category=FutureWarning)  # deprecations inside transformers and peft
+    transformers_logging.disable_progress_bar()
     hub_logging.set_verbosity_error()
     try:
         code = main(None)

@@ -240,7 +240,7 @@ def train(
                     status, reason = Status.COLLAPSED, collapsed
             if reason is None and caller_stops:
                 status, reason = Status.STOPPED, f"stopped by the caller at step {step}"
-            if reason is None and stopper.should_stop:
+            if reason is None and stopper.should_stop and step < total_steps:
                 status, reason = (
                     Status.EARLY_STOPPED,
                     f"no {config.metric} improvement in {config.patience} evaluations",
