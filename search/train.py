@@ -188,14 +188,15 @@ def main(argv: list[str] | None = None) -> int:
         val, test = result["validation"], result["test"]["macro_f1"]
         mark = "*" if result is winner else " "
         print(
-            f"{mark} trial {result['trial']}: validation {document['metric']} {_mean_ci(val)}, "
-            f"test macro-F1 {_mean_ci(test)}, failed seeds {result['failed_seeds'] or 'none'}"
+            f"{mark} trial {result['trial']}: validation {document['metric']} {format_mean_ci(val)}, "
+            f"test macro-F1 {format_mean_ci(test)}, failed seeds {result['failed_seeds'] or 'none'}"
         )
     print(f"winner: trial {winner['trial']}; wrote {args.out}")
     return 0
 
 
-def _mean_ci(summary: dict[str, Any]) -> str:
+def format_mean_ci(summary: dict[str, Any]) -> str:
+    """``mean ± ci95`` of a :func:`mean_ci` summary, ``-`` when it holds no value."""
     if not summary["n"]:
         return "-"
     return f"{summary['mean']:.4f}" + (f" ± {summary['ci95']:.4f}" if summary["ci95"] is not None else "")
