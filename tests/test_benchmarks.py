@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str, monkeypatch):
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    # Dataclasses look their module up in sys.modules while the file executes.
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _numbers(value):
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from _numbers(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _numbers(item)
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        yield value
+
+
+def test_throughput_quick_run_writes_positive_figures(tiny_checkpoint, toy_data, tmp_path, monkeypatch):
+    out = tmp_path / "throughput.json"
+    argv = [
+        "--quick", "--data", str(toy_data), "--teacher", str(tiny_checkpoint), "--max-length", "32",
+        "--profile", "--json", str(out),
+    ]  # fmt: skip
+    assert _load("throughput", monkeypatch).main(argv) == 0
+    figures = json.loads(out.read_text())
+    for key in ("baseline", "toxitune", "ratio", "logits_seconds"):
+        assert math.isfinite(figures[key]) and figures[key] > 0
+    for key in ("baseline", "toxitune", "ratio"):
+        assert math.isfinite(figures["lora"][key]) and figures["lora"][key] > 0
+    runs = figures["distillation"]
+    assert runs["baseline"]["steps"] == runs["toxitune"]["steps"] == 4  # 128 examples, batch 32
+    assert runs["baseline"]["padded_tokens"] == 128 * 32 > runs["toxitune"]["padded_tokens"]
+    profile = figures["profile"]
+    assert len(profile["top_ops"]) > 0 and profile["matmul_gflops"] > 0
+    assert 0 < profile["toxitune"]["achieved_pct"] and 0 < profile["baseline"]["achieved_pct"]
+    assert all(
+        math.isfinite(x) and x >= 0 for x in _numbers({k: v for k, v in figures.items() if k != "machine"})
+    )
