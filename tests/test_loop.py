@@ -3,7 +3,9 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
+from trainers.errors import ConfigError
 from trainers.evaluate import Metrics, evaluate_split
 from trainers.loop import EarlyStopping, EvalRecord, Status, collapse_reason, train
 from trainers.prepare import prepare_task
@@ -126,3 +128,27 @@ def test_a_nan_loss_ends_the_run_as_diverged_without_raising(make_config, checkp
     result = train(config, prepare_task(config, cache_dir=cache_dir, progress=False), progress=False)
     assert result.status is Status.DIVERGED
     assert "nan" in result.reason and result.best is None and result.steps == 0
+
+
+def test_an_interrupted_run_continues_from_its_last_epoch(make_config, lora_task, tmp_path):
+    config = make_config("lora", epochs=4, lr=5e-3, patience=0, collapse_warmup_epochs=99)
+    whole = train(config, lora_task, progress=False)
+
+    def interrupt_in_third_epoch(record):
+        if record.epoch > 2:
+            raise KeyboardInterrupt
+
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train(config, lora_task, on_eval=interrupt_in_third_epoch, progress=False, checkpoint=checkpoint)
+    resumed = train(config, lora_task, progress=False, checkpoint=checkpoint)
+    assert resumed.steps == whole.steps
+    assert [r.to_dict() for r in resumed.history] == [r.to_dict() for r in whole.history]
+    assert resumed.best.step == whole.best.step
+    for (name, a), (_, b) in zip(
+        resumed.model.named_parameters(), whole.model.named_parameters(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+    with pytest.raises(ConfigError, match="other settings"):
+        train(make_config("lora", epochs=5), lora_task, progress=False, checkpoint=checkpoint)

@@ -11,6 +11,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,6 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from trainers.checkpoint import Checkpoint, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from trainers.config import TrainConfig
 from trainers.data import make_loader
 from trainers.device import make_accelerator
@@ -58,6 +60,10 @@ class EvalRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> EvalRecord:
+        return cls(**{**values, "validation": Metrics(**values["validation"])})
 
 
 EvalCallback = Callable[[EvalRecord], "bool | None"]
@@ -147,7 +153,12 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
 
 
 def train(
-    config: TrainConfig, task: Task, *, on_eval: EvalCallback | None = None, progress: bool = True
+    config: TrainConfig,
+    task: Task,
+    *,
+    on_eval: EvalCallback | None = None,
+    progress: bool = True,
+    checkpoint: Path | None = None,
 ) -> TrainResult:
     """Train ``config.method`` on ``task``, keep the best validation checkpoint and return it.
 
@@ -156,6 +167,7 @@ def train(
         task: Prepared data and teacher (see :func:`trainers.prepare.prepare_task`).
         on_eval: Called after each evaluation; returning ``True`` stops the run.
         progress: Show a progress bar over epochs and steps.
+        checkpoint: File for epoch-end checkpoints; a run that finds one there continues from it.
     """
     if config.distills and task.teacher_logits is None:
         raise ValueError("a distillation run needs a task prepared with a teacher")
@@ -176,24 +188,38 @@ def train(
         pad_token_id=task.tokenizer.pad_token_id,
         shuffle=False,
     )
+    sampler = train_loader.batch_sampler  # its pass count decides the batch order, so checkpoints keep it
     steps_per_epoch = len(train_loader)
     total_steps = steps_per_epoch * config.epochs
     optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr)
     scheduler = get_linear_schedule_with_warmup(
         optimizer, round(config.warmup_ratio * total_steps), total_steps
     )
+    stopper = EarlyStopping(config.patience, maximize=config.metric != "loss")
+    history: list[EvalRecord] = []
+    best: EvalRecord | None = None
+    best_state = None
+    step, seconds_before = 0, 0.0
+    if checkpoint and (saved := load_checkpoint(checkpoint, config)) is not None:
+        restore_trainable_state(model, saved.model)
+        optimizer.load_state_dict(saved.optimizer)
+        scheduler.load_state_dict(saved.scheduler)
+        sampler.passes = saved.sampler_passes
+        history = [EvalRecord.from_dict(record) for record in saved.history]
+        best = history[saved.best_index] if saved.best_index is not None else None
+        best_state, (stopper.best, stopper.waited) = saved.best_state, saved.stopper
+        step, seconds_before = saved.step, saved.seconds
+        restore_rng(saved.rng)
     model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, val_loader, scheduler
     )
     teacher_logits = task.teacher_logits.to(accelerator.device) if config.distills else None
     eval_every = config.eval_every_steps or steps_per_epoch
-    stopper = EarlyStopping(config.patience, maximize=config.metric != "loss")
-    history: list[EvalRecord] = []
-    best: EvalRecord | None = None
-    best_state = None
     sums, count = torch.zeros(4), 0
-    status, reason, step = Status.COMPLETED, None, 0
-    bar = tqdm(total=total_steps, desc=config.method, disable=not progress, leave=False, unit="step")
+    status, reason = Status.COMPLETED, None
+    bar = tqdm(
+        total=total_steps, initial=step, desc=config.method, disable=not progress, leave=False, unit="step"
+    )
 
     model.train()
     while step < total_steps and reason is None:
@@ -247,10 +273,29 @@ def train(
                 )
             if reason is not None or step >= total_steps:
                 break
+            if checkpoint and step % steps_per_epoch == 0:
+                save_checkpoint(
+                    Checkpoint(
+                        config=config.to_dict(),
+                        step=step,
+                        seconds=seconds_before + time.monotonic() - started,
+                        model=trainable_state(accelerator.unwrap_model(model)),
+                        optimizer=optimizer.state_dict(),
+                        scheduler=scheduler.state_dict(),
+                        sampler_passes=sampler.passes,
+                        history=[record.to_dict() for record in history],
+                        best_index=history.index(best) if best else None,
+                        best_state=best_state,
+                        stopper=(stopper.best, stopper.waited),
+                        rng=capture_rng(),
+                    ),
+                    checkpoint,
+                )
     bar.close()
 
     model = accelerator.unwrap_model(model)
     if best_state is not None:
         restore_trainable_state(model, best_state)
     model.eval()
-    return TrainResult(status, reason, best, history, model, step, time.monotonic() - started)
+    seconds = seconds_before + time.monotonic() - started
+    return TrainResult(status, reason, best, history, model, step, seconds)

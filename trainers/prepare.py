@@ -98,7 +98,9 @@ def fine_tune_teacher(config: TrainConfig, task: Task, *, cache_dir: Path, progr
             model = load_classifier(task.base_checkpoint, task.label_names)
             summary = {"status": "untrained", "epochs": 0}
         else:
-            result = train(settings, task, progress=progress)
+            checkpoint = folder.with_name(folder.name + ".checkpoint.pt")
+            result = train(settings, task, progress=progress, checkpoint=checkpoint)
+            checkpoint.unlink(missing_ok=True)
             if result.status in (Status.COLLAPSED, Status.DIVERGED):
                 raise ToxituneError(
                     f"teacher fine-tuning {result.status.value} ({result.reason}); "

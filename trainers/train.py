@@ -71,12 +71,14 @@ def main(argv: list[str] | None = None) -> int:
     task = prepare_task(config, cache_dir=cache_dir, progress=not args.no_progress)
     if task.teacher_metrics:
         print(f"teacher: validation macro-F1 {task.teacher_metrics['validation']['macro_f1']:.4f}")
-    result = train(config, task, progress=not args.no_progress)
+    checkpoint = args.out / "checkpoint.pt"
+    result = train(config, task, progress=not args.no_progress, checkpoint=checkpoint)
     report = run_report(config, task, result)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "metrics.json").write_text(json.dumps(report, indent=2))
     if result.best is not None:
         save_classifier(result.model, task.tokenizer, args.out / "model")
+    checkpoint.unlink(missing_ok=True)
     print(_summary_line(report, args.out))
     return 1 if result.status in FAILED else 0
 
