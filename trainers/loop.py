@@ -191,7 +191,8 @@ def train(
     sampler = train_loader.batch_sampler  # its pass count decides the batch order, so checkpoints keep it
     steps_per_epoch = len(train_loader)
     total_steps = steps_per_epoch * config.epochs
-    optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr)
+    # The fused kernel updates the 12M-entry embedding table several times faster than the default loop.
+    optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr, fused=True)
     scheduler = get_linear_schedule_with_warmup(
         optimizer, round(config.warmup_ratio * total_steps), total_steps
     )
