@@ -1,0 +1,192 @@
+"""Tables and plots of a stored study: ``python -m reports.study --study NAME --out reports/NAME``.
+
+Writes ``trials.csv`` (one row per trial: state, value, best epoch, steps, params), ``summary.md``
+(outcomes, best trial, compute spent on each outcome, parameter importances), and three plots:
+``history.png`` (value per trial and the best so far), ``curves.png`` (validation metric per epoch,
+pruned trials dashed) and ``importance.png``. It reads storage only; it never trains.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on servers and CI
+import matplotlib.pyplot as plt  # noqa: E402
+import optuna  # noqa: E402
+from optuna.trial import FrozenTrial, TrialState  # noqa: E402
+
+from search.export import load_study  # noqa: E402
+from search.storage import DEFAULT_STORAGE  # noqa: E402
+from search.study import best_trial, trial_state  # noqa: E402
+from trainers.cli import ArgumentParser, run_main  # noqa: E402
+
+STATE_COLOURS = {
+    "complete": "tab:blue",
+    "pruned": "tab:grey",
+    "collapsed": "tab:red",
+    "diverged": "tab:purple",
+    "failed": "black",
+}
+
+
+def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
+    """One flat row per trial, parameters prefixed ``param:``."""
+    rows = []
+    for trial in study.get_trials(deepcopy=False):
+        row = {
+            "trial": trial.number,
+            "state": trial_state(trial),
+            "value": trial.value,
+            "best_epoch": trial.user_attrs.get("best_epoch"),
+            "steps": trial.user_attrs.get("steps"),
+            "seconds": trial.user_attrs.get("seconds"),
+            "reason": trial.user_attrs.get("reason"),
+        }
+        rows.append(row | {f"param:{name}": value for name, value in trial.params.items()})
+    return rows
+
+
+def importances(study: optuna.Study) -> dict[str, float]:
+    """Optuna's parameter importances (fANOVA), or empty while fewer than two trials completed."""
+    completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if len(completed) < 2:
+        return {}
+    try:
+        return optuna.importance.get_param_importances(study)
+    except (RuntimeError, ValueError):  # e.g. no parameter varied across completed trials
+        return {}
+
+
+def summary_markdown(study: optuna.Study, rows: list[dict[str, Any]], weights: dict[str, float]) -> str:
+    """A short Markdown report: outcomes and the compute each took, the best trial, importances."""
+    counts = Counter(row["state"] for row in rows)
+    steps = Counter()
+    for row in rows:
+        steps[row["state"]] += row["steps"] or 0
+    total = sum(steps.values()) or 1
+    metric = study.user_attrs.get("metric", "value")
+    lines = [
+        f"# Study `{study.study_name}`",
+        "",
+        f"Method `{study.user_attrs.get('method')}`, metric `{metric}`.",
+        "",
+    ]
+    lines += ["| outcome | trials | training steps | share of steps |", "|---|---:|---:|---:|"]
+    for state in STATE_COLOURS:
+        if counts[state]:
+            lines.append(f"| {state} | {counts[state]} | {steps[state]} | {steps[state] / total:.0%} |")
+    best = best_trial(study)
+    if best is not None:
+        lines += ["", f"**Best:** trial {best.number}, validation {metric} {best.value:.4f} "
+                  f"(best epoch {best.user_attrs.get('best_epoch')}).", "", "| parameter | value |", "|---|---|"]  # fmt: skip
+        lines += [f"| {name} | {_show(value)} |" for name, value in best.params.items()]
+    if weights:
+        lines += ["", "| parameter | importance |", "|---|---:|"]
+        lines += [f"| {name} | {weight:.3f} |" for name, weight in weights.items()]
+    return "\n".join(lines) + "\n"
+
+
+def plot_history(study: optuna.Study, path: Path) -> None:
+    """Each finished trial's value, coloured by outcome, and the best value so far."""
+    trials = [t for t in study.get_trials(deepcopy=False) if t.state != TrialState.RUNNING]
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    fig, ax = plt.subplots(figsize=(7, 4))
+    best, xs, ys = None, [], []
+    for trial in trials:
+        value = _final_value(trial)
+        if value is None:
+            continue
+        ax.scatter(trial.number, value, color=STATE_COLOURS.get(trial_state(trial), "black"), s=18)
+        if trial.state == TrialState.COMPLETE:
+            best = value if best is None else (max if maximize else min)(best, value)
+        if best is not None:
+            xs.append(trial.number)
+            ys.append(best)
+    ax.step(xs, ys, where="post", color="tab:green", label="best so far")
+    for state, colour in STATE_COLOURS.items():
+        ax.scatter([], [], color=colour, label=state, s=18)
+    ax.set(xlabel="trial", ylabel=study.user_attrs.get("metric", "value"), title=study.study_name)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_curves(study: optuna.Study, path: Path) -> None:
+    """The validation metric each trial reported per evaluation; pruned and cut-short trials dashed."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for trial in study.get_trials(deepcopy=False):
+        if not trial.intermediate_values:
+            continue
+        steps, values = zip(*sorted(trial.intermediate_values.items()), strict=True)
+        state = trial_state(trial)
+        ax.plot(steps, values, color=STATE_COLOURS.get(state, "black"), linestyle="-" if state == "complete" else "--",
+                alpha=0.6, marker=".")  # fmt: skip
+    ax.set(
+        xlabel="evaluation (epoch)", ylabel=study.user_attrs.get("metric", "value"), title="learning curves"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_importance(weights: dict[str, float], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 0.4 * len(weights) + 1))
+    names = list(weights)[::-1]
+    ax.barh(names, [weights[name] for name in names], color="tab:blue")
+    ax.set(xlabel="importance (fANOVA)", title="what mattered")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(study: optuna.Study, out: Path) -> list[Path]:
+    """Write every table and plot for ``study`` into ``out``; return the files written."""
+    out.mkdir(parents=True, exist_ok=True)
+    rows = trial_rows(study)
+    weights = importances(study)
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    with open(out / "trials.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    (out / "summary.md").write_text(summary_markdown(study, rows, weights))
+    plot_history(study, out / "history.png")
+    plot_curves(study, out / "curves.png")
+    written = [out / name for name in ("trials.csv", "summary.md", "history.png", "curves.png")]
+    if weights:
+        plot_importance(weights, out / "importance.png")
+        written.append(out / "importance.png")
+    return written
+
+
+def _final_value(trial: FrozenTrial) -> float | None:
+    if trial.value is not None:
+        return trial.value
+    return trial.intermediate_values[max(trial.intermediate_values)] if trial.intermediate_values else None
+
+
+def _show(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = ArgumentParser(prog="python -m reports.study", description="Tables and plots of a stored study.")
+    parser.add_argument("--study", required=True, help="study name")
+    parser.add_argument(
+        "--storage", default=DEFAULT_STORAGE, help=f"Optuna storage URL (default: {DEFAULT_STORAGE})"
+    )
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    args = parser.parse_args(argv)
+    for path in write_report(load_study(args.study, args.storage), args.out):
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

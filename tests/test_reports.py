@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import csv
+
+import optuna
+from optuna.distributions import FloatDistribution, IntDistribution
+from optuna.trial import TrialState, create_trial
+
+from reports.study import main, write_report
+
+
+def _study(tmp_path):
+    storage = f"sqlite:///{tmp_path}/s.db"
+    study = optuna.create_study(study_name="demo", storage=storage, direction="maximize")
+    study.set_user_attr("metric", "macro_f1")
+    study.set_user_attr("method", "lora")
+    dists = {"lr": FloatDistribution(1e-5, 1e-2, log=True), "lora.rank": IntDistribution(4, 64)}
+    for i, (lr, rank, value) in enumerate(
+        [(1e-3, 8, 0.71), (3e-4, 16, 0.78), (2e-3, 32, 0.74), (5e-4, 4, 0.76)]
+    ):
+        study.add_trial(create_trial(
+            value=value, params={"lr": lr, "lora.rank": rank}, distributions=dists,
+            intermediate_values={1: value - 0.05, 2: value}, user_attrs={"steps": 100, "best_epoch": 2.0 + i % 2},
+        ))  # fmt: skip
+    study.add_trial(create_trial(
+        state=TrialState.PRUNED, params={"lr": 1e-2, "lora.rank": 4}, distributions=dists,
+        intermediate_values={1: 0.41}, user_attrs={"steps": 50, "status": "collapsed", "reason": "every prediction is class 0"},
+    ))  # fmt: skip
+    study.add_trial(create_trial(
+        state=TrialState.PRUNED, params={"lr": 1e-5, "lora.rank": 4}, distributions=dists,
+        intermediate_values={1: 0.5}, user_attrs={"steps": 50, "status": "pruned"},
+    ))  # fmt: skip
+    return storage
+
+
+def test_report_tables_and_plots(tmp_path):
+    storage = _study(tmp_path)
+    out = tmp_path / "report"
+    assert main(["--study", "demo", "--storage", storage, "--out", str(out)]) == 0
+    rows = list(csv.DictReader(open(out / "trials.csv")))
+    assert [r["state"] for r in rows] == ["complete"] * 4 + ["collapsed", "pruned"]
+    assert rows[4]["reason"] == "every prediction is class 0" and rows[1]["param:lora.rank"] == "16"
+    summary = (out / "summary.md").read_text()
+    assert "| complete | 4 | 400 | 80% |" in summary
+    assert "| collapsed | 1 | 50 | 10% |" in summary
+    assert "trial 1, validation macro_f1 0.7800" in summary
+    assert "| lr |" in summary and "importance" in summary
+    for name in ("history.png", "curves.png", "importance.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_study_without_completed_trials_still_reports(tmp_path):
+    study = optuna.create_study(study_name="empty", storage=f"sqlite:///{tmp_path}/e.db")
+    written = write_report(study, tmp_path / "r")
+    assert [p.name for p in written] == ["trials.csv", "summary.md", "history.png", "curves.png"]
