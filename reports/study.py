@@ -111,7 +111,7 @@ def plot_history(study: optuna.Study, path: Path) -> None:
     for state, colour in STATE_COLOURS.items():
         ax.scatter([], [], color=colour, label=state, s=18)
     ax.set(xlabel="trial", ylabel=study.user_attrs.get("metric", "value"), title=study.study_name)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
