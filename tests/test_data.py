@@ -62,6 +62,32 @@ def test_subsampling_is_stratified_and_seeded():
     assert np.array_equal(stratified_subsample(labels, 5000, seed=3), np.arange(1000))
 
 
+@pytest.mark.parametrize(
+    ("labels", "size", "counts"),
+    [
+        ([0] * 500 + [1] * 500, 999, [500, 499]),
+        ([0] * 98 + [1] * 1 + [2] * 1, 50, [49, 1, 0]),
+        ([0] * 90 + [1] * 10, 5, [4, 1]),
+    ],
+)
+def test_subsampling_never_fails_on_rare_classes(labels, size, counts):
+    labels = np.array(labels)
+    chosen = stratified_subsample(labels, size, seed=0)
+    assert len(chosen) == size and np.bincount(labels[chosen], minlength=len(counts)).tolist() == counts
+
+
+def test_a_single_file_with_a_rare_class_still_splits(tmp_path):
+    rows = (
+        [("a", f"t{i}") for i in range(40)]
+        + [("b", f"u{i}") for i in range(40)]
+        + [("c", f"v{i}") for i in range(3)]
+    )
+    pd.DataFrame(rows, columns=["label", "text"]).to_csv(tmp_path / "all.csv", index=False)
+    splits = load_splits(DataConfig(dataset=str(tmp_path / "all.csv")), batch_size=4)
+    assert len(splits.train) + len(splits.validation) + len(splits.test) == 83
+    assert splits.label_names == ("a", "b", "c") and 2 in splits.train.labels
+
+
 def test_folder_sizes_subsample_each_split(toy_data):
     splits = load_splits(
         DataConfig(dataset=str(toy_data), train_size=30, eval_size=12, test_size=9), batch_size=8
@@ -142,6 +168,7 @@ def _write(path, text):
         (lambda d: _write(d / "x.csv", "text,label\n,0\n,1\n"), {}, 4, "hold no non-empty rows"),
         (lambda d: _write(d / "x.csv", "text,label\nhi,\nyo,\n"), {}, 4, "hold no non-empty rows"),
         (lambda d: _write(d / "x.csv", "text,label\n" + "a,0\n" * 40), {}, 4, "only one class"),
+        (lambda d: _write(d / "x.csv", "text,label\n" + "a,0.5\nb,1\n" * 20), {}, 4, "integers or strings"),
         (lambda d: _write(d / "x.csv", "text,label\n" + "a,0\nb,1\n" * 20), {}, 64, "fewer than one batch"),
     ],
     ids=[
@@ -154,6 +181,7 @@ def _write(path, text):
         "empty-text",
         "empty-label",
         "one-class",
+        "float-labels",
         "smaller-than-batch",
     ],
 )

@@ -77,7 +77,8 @@ def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
 
 def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
     """``base`` (default settings if ``None``) with the command line's settings applied."""
-    base_dict = (base or TrainConfig()).to_dict()
+    # Defaults that depend on the method (the learning rate) must be resolved for the chosen one.
+    base_dict = (base or TrainConfig(method=getattr(args, "method", "even"))).to_dict()
     return TrainConfig.from_dict(merge(base_dict, config_overrides(args)))
 
 

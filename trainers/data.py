@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from trainers.cache import fingerprint, load_tensors, locked, save_tensors
@@ -132,15 +131,20 @@ def load_splits(config: DataConfig, *, batch_size: int) -> Splits:
 def stratified_subsample(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
     """Indices of a seeded subsample of ``size`` items that keeps the class proportions.
 
-    Returns every index, in order, when ``size`` is at least ``len(labels)``.
+    Each class gets its share of ``size`` (largest remainders, then rarer classes, get the rest), drawn at random, so a
+    rare class keeps at least its rounded share. Returns every index, in order, when ``size`` is
+    at least ``len(labels)``.
     """
     if size >= len(labels):
         return np.arange(len(labels))
-    counts = np.bincount(labels)
-    if size < np.count_nonzero(counts):
-        return np.random.default_rng(seed).permutation(len(labels))[:size]
-    indices, _ = train_test_split(np.arange(len(labels)), train_size=size, stratify=labels, random_state=seed)
-    return np.sort(indices)
+    classes, counts = np.unique(labels, return_counts=True)
+    exact = counts * size / len(labels)
+    quota = np.floor(exact).astype(int)
+    for i in np.lexsort((counts, quota - exact))[: size - quota.sum()]:  # ties go to the rarer class
+        quota[i] += 1
+    rng = np.random.default_rng(seed)
+    chosen = [rng.permutation(np.flatnonzero(labels == c))[:q] for c, q in zip(classes, quota, strict=True)]
+    return np.sort(np.concatenate(chosen))
 
 
 def flatten_pairs(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
@@ -235,7 +239,11 @@ def _labelled_frame(frame: pd.DataFrame, config: DataConfig, split: str) -> pd.D
 
 def _label_encoding(labels: pd.Series) -> tuple[tuple[str, ...], dict[object, int]]:
     values = labels.unique().tolist()
-    if all(isinstance(v, (int, np.integer)) or (isinstance(v, float) and v.is_integer()) for v in values):
+    numeric = [v for v in values if isinstance(v, (int, float, np.integer, np.floating))]
+    if any(not float(v).is_integer() for v in numeric):
+        bad = next(v for v in numeric if not float(v).is_integer())
+        raise DataError(f"labels must be integers or strings, but got {bad!r}; bin scores into classes first")
+    if len(numeric) == len(values):
         ordered = sorted(values, key=float)
     else:
         ordered = sorted(values, key=str)
@@ -248,12 +256,17 @@ def _label_encoding(labels: pd.Series) -> tuple[tuple[str, ...], dict[object, in
 
 
 def _split_80_10_10(frame: pd.DataFrame, seed: int) -> dict[str, pd.DataFrame]:
-    labels = frame["label"].astype(str)
-    train, rest = train_test_split(frame, test_size=0.2, stratify=labels, random_state=seed)
-    validation, test = train_test_split(
-        rest, test_size=0.5, stratify=rest["label"].astype(str), random_state=seed
-    )
-    return {"train": train, "validation": validation, "test": test}
+    labels = frame["label"].astype(str).to_numpy()
+    order = np.random.default_rng(seed).permutation(len(frame))
+    # Dealing each class's shuffled rows out 8:1:1 keeps class proportions in every split, rare classes too.
+    parts: dict[str, list[int]] = {"train": [], "validation": [], "test": []}
+    for label in np.unique(labels):
+        rows = order[labels[order] == label]
+        cut_train, cut_val = round(0.8 * len(rows)), round(0.9 * len(rows))
+        parts["train"] += rows[:cut_train].tolist()
+        parts["validation"] += rows[cut_train:cut_val].tolist()
+        parts["test"] += rows[cut_val:].tolist()
+    return {name: frame.iloc[sorted(rows)] for name, rows in parts.items()}
 
 
 @dataclass(frozen=True)
