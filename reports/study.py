@@ -22,7 +22,7 @@ from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
 from search.export import load_study  # noqa: E402
 from search.storage import DEFAULT_STORAGE  # noqa: E402
-from search.study import best_trial, trial_state  # noqa: E402
+from search.study import best_trial, trial_rows, trial_state  # noqa: E402
 from trainers.cli import ArgumentParser, run_main  # noqa: E402
 
 STATE_COLOURS = {
@@ -32,23 +32,6 @@ STATE_COLOURS = {
     "diverged": "tab:purple",
     "failed": "black",
 }
-
-
-def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
-    """One flat row per trial, parameters prefixed ``param:``."""
-    rows = []
-    for trial in study.get_trials(deepcopy=False):
-        row = {
-            "trial": trial.number,
-            "state": trial_state(trial),
-            "value": trial.value,
-            "best_epoch": trial.user_attrs.get("best_epoch"),
-            "steps": trial.user_attrs.get("steps"),
-            "seconds": trial.user_attrs.get("seconds"),
-            "reason": trial.user_attrs.get("reason"),
-        }
-        rows.append(row | {f"param:{name}": value for name, value in trial.params.items()})
-    return rows
 
 
 def importances(study: optuna.Study) -> dict[str, float]:

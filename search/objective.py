@@ -10,7 +10,7 @@ import optuna
 from search.progress import TrialLine
 from search.storage import worker_id
 from studies.spaces import SearchSpace, suggest
-from trainers.config import TrainConfig
+from trainers.config import TrainConfig, maximizes
 from trainers.loop import EvalRecord, Status, train
 from trainers.task import Task
 
@@ -55,15 +55,15 @@ class Objective:
             metric=config.metric,
             enabled=self.progress,
         )
-        evaluations = 0
+        reported: list[float] = []
+        pick_best = max if maximizes(config.metric) else min
 
         def on_eval(record: EvalRecord) -> bool:
-            nonlocal evaluations
-            evaluations += 1
-            value = record.validation.value(config.metric)
-            trial.report(value, step=evaluations)
+            # The best value so far, not the latest: a trial is worth its best epoch, which it keeps.
+            reported.append(pick_best([*reported, record.validation.value(config.metric)]))
+            trial.report(reported[-1], step=len(reported))
             self.tracker.log_eval(record.to_dict())
-            line.update(record.epoch, value)
+            line.update(record.epoch, record.validation.value(config.metric))
             return trial.should_prune()
 
         try:

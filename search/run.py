@@ -15,13 +15,13 @@ import optuna
 from search.objective import Objective
 from search.progress import format_params
 from search.storage import DEFAULT_STORAGE
-from search.study import StudySettings, best_trial, open_study, run_until, state_counts, trial_state
+from search.study import StudySettings, best_trial, open_study, pin_attr, run_until, state_counts, trial_rows
 from search.tracking import StudyTracker, WandbSettings
 from studies.presets import Preset, available_presets, load_preset
 from studies.spaces import LOSS_WEIGHTS, SearchSpace, default_space
 from trainers.cache import default_cache_dir
 from trainers.cli import ArgumentParser, add_config_arguments, config_overrides, merge, run_main
-from trainers.config import METRICS, TrainConfig
+from trainers.config import METRICS, TrainConfig, maximizes
 from trainers.prepare import prepare_task
 from trainers.task import Task
 
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         pruner=args.pruner,
         timeout=args.timeout,
-        direction="minimize" if args.metric == "loss" else "maximize",
+        direction="maximize" if maximizes(args.metric) else "minimize",
     )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     task = prepare_task(base, cache_dir=args.cache_dir or default_cache_dir(), progress=not args.no_progress)
     if task.teacher_metrics:
         print(f"teacher: validation {args.metric} {task.teacher_metrics['validation'][args.metric]:.4f}")
-    study.set_user_attr("data", data_record(base, task))
+    pin_attr(study, "data", data_record(base, task))
     tracker = StudyTracker(
         WandbSettings(
             project=args.wandb_project, entity=args.wandb_entity, mode=args.wandb_mode, dir=args.wandb_dir
@@ -157,22 +157,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"marked trials {orphans} FAIL: their process died mid-trial")
     best = best_trial(study)
     tracker.log_study(
-        _trial_rows(study),
+        trial_rows(study),
         best_value=best.value if best else None,
         best_trial=best.number if best else None,
     )
     _print_summary(study, args.metric, time.monotonic() - started)
     return 0
-
-
-def _trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
-    rows = []
-    for trial in study.get_trials(deepcopy=False):
-        row = {"trial": trial.number, "state": trial_state(trial), "value": trial.value}
-        row |= {key: trial.user_attrs.get(key) for key in ("best_epoch", "steps", "reason")}
-        row |= {f"param/{name}": value for name, value in trial.params.items()}
-        rows.append(row)
-    return rows
 
 
 def _print_summary(study: optuna.Study, metric: str, seconds: float) -> None:

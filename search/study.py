@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -76,14 +77,36 @@ def open_study(settings: StudySettings, *, evaluations: int, attrs: dict[str, ob
         load_if_exists=True,
     )
     for key, value in attrs.items():
-        stored = study.user_attrs.get(key)
-        if stored is None:
-            study.set_user_attr(key, value)
-        elif key in ("method", "metric") and stored != value:
-            raise ToxituneError(
-                f"study {settings.name!r} was created with {key} {stored!r}, not {value!r}; pass another --study"
-            )
+        pin_attr(study, key, value)
     return study
+
+
+def pin_attr(study: optuna.Study, key: str, value: Any) -> None:
+    """Record ``value`` as the study's ``key``, or check it equals what the study was created with.
+
+    Trials of one study must share their fixed settings and data, or the sampler, the pruner and
+    the export would compare trials that trained on different things.
+
+    Raises:
+        ToxituneError: The study holds another value for ``key``.
+    """
+    value = json.loads(json.dumps(value))
+    stored = study.user_attrs.get(key)
+    if stored is None:
+        study.set_user_attr(key, value)
+    elif stored != value:
+        raise ToxituneError(
+            f"study {study.study_name!r} was created with other {key} ({_difference(stored, value)}); "
+            "rerun it with the same settings or pass another --study"
+        )
+
+
+def _difference(stored: Any, given: Any, path: str = "") -> str:
+    if isinstance(stored, dict) and isinstance(given, dict):
+        for key in sorted(set(stored) | set(given)):
+            if stored.get(key) != given.get(key):
+                return _difference(stored.get(key), given.get(key), f"{path}{key}.")
+    return f"{path.rstrip('.') or 'value'} was {stored!r}, now {given!r}"
 
 
 def finished_count(study: optuna.Study) -> int:
@@ -149,3 +172,20 @@ def best_trial(study: optuna.Study) -> FrozenTrial | None:
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         return None
     return study.best_trial
+
+
+def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
+    """One flat row per trial, parameters prefixed ``param:``."""
+    rows = []
+    for trial in study.get_trials(deepcopy=False):
+        row = {
+            "trial": trial.number,
+            "state": trial_state(trial),
+            "value": trial.value,
+            "best_epoch": trial.user_attrs.get("best_epoch"),
+            "steps": trial.user_attrs.get("steps"),
+            "seconds": trial.user_attrs.get("seconds"),
+            "reason": trial.user_attrs.get("reason"),
+        }
+        rows.append(row | {f"param:{name}": value for name, value in trial.params.items()})
+    return rows

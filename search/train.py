@@ -21,7 +21,7 @@ from scipy import stats
 from search.export import read_document
 from trainers.cache import default_cache_dir
 from trainers.cli import ArgumentParser, run_main
-from trainers.config import TrainConfig
+from trainers.config import TrainConfig, maximizes
 from trainers.errors import ConfigError
 from trainers.loop import train
 from trainers.models import save_classifier
@@ -29,6 +29,7 @@ from trainers.prepare import prepare_task
 from trainers.train import run_report
 
 SUMMARY_METRICS = ("accuracy", "macro_f1", "weighted_f1")
+FAILED_STATUSES = ("collapsed", "diverged")
 
 
 def mean_ci(values: list[float], confidence: float = 0.95) -> dict[str, Any]:
@@ -75,14 +76,17 @@ def retrain_candidate(
             f"warning: the data of {config.data.dataset} changed since the study; scores are not comparable"
         )
     folder = out / "candidates" / f"trial-{candidate['trial']}"
-    maximize = config.metric != "loss"
+    maximize = maximizes(config.metric)
     runs = []
     for seed in range(config.seed, config.seed + seeds):
         report_path = out / "runs" / f"trial-{candidate['trial']}-seed-{seed}.json"
-        if report_path.exists():
-            runs.append(json.loads(report_path.read_text()))
-            continue
         seeded = dataclasses.replace(config, seed=seed)
+        if report_path.exists():
+            report = json.loads(report_path.read_text())
+            # Another export's trial of the same number must be trained, not read.
+            if report["config"] == json.loads(json.dumps(seeded.to_dict())):
+                runs.append(report)
+                continue
         result = train(seeded, task, progress=progress)
         report = {"seed": seed, **run_report(seeded, task, result)}
         score = report["validation"][config.metric] if report["validation"] else None
@@ -104,7 +108,7 @@ def retrain_candidate(
         "rank": candidate["rank"],
         "study_score": candidate["validation_score"],
         "seeds": [r["seed"] for r in runs],
-        "failed_seeds": [r["seed"] for r in runs if not r["validation"]],
+        "failed_seeds": [r["seed"] for r in runs if not r["validation"] or r["status"] in FAILED_STATUSES],
         "statuses": [r["status"] for r in runs],
         "validation": mean_ci([r["validation"][config.metric] for r in scored]),
         "test": {name: mean_ci([r["test"][name] for r in scored]) for name in SUMMARY_METRICS},

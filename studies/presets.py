@@ -66,9 +66,10 @@ def load_preset(name: str) -> Preset:
             f"preset {path}: unknown tables {sorted(unknown)}; use description, config and space"
         )
     config = raw.get("config", {})
-    dataset = config.get("data", {}).get("dataset")
-    if dataset and not Path(dataset).is_absolute() and (path.parent / dataset).exists():
-        config["data"]["dataset"] = str((path.parent / dataset).resolve())
+    data = config.get("data") if isinstance(config, dict) else None
+    dataset = data.get("dataset") if isinstance(data, dict) else None
+    if isinstance(dataset, str) and not Path(dataset).is_absolute() and (path.parent / dataset).exists():
+        data["dataset"] = str((path.parent / dataset).resolve())
     known = config_paths()
     space = {}
     for key, spec in raw.get("space", {}).items():

@@ -49,7 +49,7 @@ class IntRange:
 
 @dataclass(frozen=True)
 class Choice:
-    """One of ``options``; a comma-separated string option becomes a tuple (module lists)."""
+    """One of ``options``; for a list setting, give comma-separated strings (``"query,value"``)."""
 
     options: tuple[Any, ...]
 

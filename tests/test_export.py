@@ -20,7 +20,7 @@ from search.train import mean_ci, pick_winner
 def _study_args(tiny_checkpoint, toy_data, tmp_path):
     return [
         "--method", "even", "--trials", "3", "--dataset", str(toy_data), "--teacher", str(tiny_checkpoint),
-        "--teacher-epochs", "10", "--teacher-lr", "3e-3", "--teacher-batch-size", "16", "--epochs", "2",
+        "--teacher-epochs", "10", "--teacher-lr", "3e-3", "--teacher-batch-size", "16", "--epochs", "2", "--max-length", "32",
         "--collapse-warmup-epochs", "99", "--storage", f"sqlite:///{tmp_path}/s.db",
         "--cache-dir", str(tmp_path / "cache"), "--wandb-mode", "disabled", "--no-progress",
     ]  # fmt: skip

@@ -152,3 +152,9 @@ def test_an_interrupted_run_continues_from_its_last_epoch(make_config, lora_task
 
     with pytest.raises(ConfigError, match="other settings"):
         train(make_config("lora", epochs=5), lora_task, progress=False, checkpoint=checkpoint)
+
+
+def test_a_stop_request_at_the_last_evaluation_keeps_the_finished_run(make_config, lora_task):
+    config = make_config("lora", epochs=2, patience=0, collapse_warmup_epochs=99)
+    result = train(config, lora_task, on_eval=lambda record: record.epoch >= 2, progress=False)
+    assert result.status is Status.COMPLETED and len(result.history) == 2

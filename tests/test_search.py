@@ -15,6 +15,7 @@ from search.objective import Objective
 from search.run import main
 from search.study import state_counts, trial_state
 from studies.spaces import FloatRange
+from trainers.errors import ConfigError, ToxituneError
 from trainers.prepare import prepare_task
 
 
@@ -35,7 +36,7 @@ class NullTracker:
 def _args(tiny_checkpoint, toy_data, tmp_path, *extra):
     return [
         "--dataset", str(toy_data), "--teacher", str(tiny_checkpoint), "--teacher-epochs", "10",
-        "--teacher-lr", "3e-3", "--teacher-batch-size", "16", "--epochs", "2", "--batch-size", "16",
+        "--teacher-lr", "3e-3", "--teacher-batch-size", "16", "--epochs", "2", "--max-length", "32", "--batch-size", "16",
         "--storage", f"sqlite:///{tmp_path}/study.db", "--cache-dir", str(tmp_path / "cache"),
         "--wandb-mode", "disabled", "--no-progress", *extra,
     ]  # fmt: skip
@@ -223,3 +224,24 @@ def test_every_trial_is_an_offline_wandb_run_with_its_metrics(tiny_checkpoint, t
         assert run.summary["state"] == trial_state(trial)
     summary = next(r for r in runs if r.job_type == "study-summary")
     assert len(summary.table("trials")) == 2
+
+
+def test_a_study_refuses_trials_with_other_fixed_settings(tiny_checkpoint, toy_data, tmp_path):
+    args = ["--method", "lora", "--trials", "1", *_args(tiny_checkpoint, toy_data, tmp_path)]
+    assert main(args) == 0
+    with pytest.raises(ToxituneError, match=r"other base_config \(epochs was 2, now 3\)"):
+        main([*args, "--trials", "2", "--epochs", "3"])
+
+
+def test_too_long_max_length_is_a_config_error(tiny_checkpoint, toy_data, tmp_path):
+    args = [
+        "--method",
+        "lora",
+        "--trials",
+        "1",
+        *_args(tiny_checkpoint, toy_data, tmp_path),
+        "--max-length",
+        "128",
+    ]
+    with pytest.raises(ConfigError, match="exceeds the 64 positions"):
+        main(args)

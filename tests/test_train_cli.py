@@ -16,7 +16,7 @@ def _common(tiny_checkpoint, toy_data, cache_dir):
     return [
         "--dataset", str(toy_data), "--teacher", str(tiny_checkpoint), "--teacher-epochs", "10",
         "--teacher-lr", "3e-3", "--teacher-batch-size", "16", "--batch-size", "16", "--lr", "3e-3",
-        "--epochs", "2", "--collapse-warmup-epochs", "99", "--cache-dir", str(cache_dir), "--no-progress",
+        "--epochs", "2", "--collapse-warmup-epochs", "99", "--max-length", "32", "--cache-dir", str(cache_dir), "--no-progress",
     ]  # fmt: skip
 
 

@@ -122,7 +122,12 @@ def _parser_for(hint: Any) -> tuple[Callable[[str], Any], tuple[Any, ...] | None
     if origin in (Union, types.UnionType):
         inner = next(arg for arg in get_args(hint) if arg is not type(None))
         parse, _ = _parser_for(inner)
-        return (lambda text: None if text.lower() == "none" else parse(text)), None
+
+        def parse_optional(text: str) -> Any:
+            return None if text.lower() == "none" else parse(text)
+
+        parse_optional.__name__ = parse.__name__  # argparse names the type in "invalid float value"
+        return parse_optional, None
     if origin is tuple:
         return (lambda text: tuple(part.strip() for part in text.split(",") if part.strip())), None
     return hint, None

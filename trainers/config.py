@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args, get_type_hints
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from trainers.errors import ConfigError
 
@@ -31,6 +32,11 @@ def _help(text: str, **extra: Any) -> dict[str, Any]:
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
+
+
+def maximizes(metric: str) -> bool:
+    """Whether a higher ``metric`` is better (every metric but ``loss``)."""
+    return metric != "loss"
 
 
 @dataclass(frozen=True)
@@ -212,16 +218,44 @@ class TrainConfig:
         return _from_dict(cls, values)
 
 
-def _from_dict(cls: type, values: dict[str, Any]) -> Any:
+def _from_dict(cls: type, values: Any) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{cls.__name__} settings must be a table of name = value, but got {values!r}")
     hints = get_type_hints(cls)
     unknown = set(values) - set(hints)
     if unknown:
         raise ConfigError(f"unknown {cls.__name__} settings {sorted(unknown)}; check their spelling")
-    kwargs: dict[str, Any] = {}
-    for name, value in values.items():
-        if dataclasses.is_dataclass(hints[name]):
-            value = _from_dict(hints[name], value)
-        elif isinstance(value, list):
-            value = tuple(value)
-        kwargs[name] = value
-    return cls(**kwargs)
+    return cls(
+        **{name: _coerce(hints[name], value, f"{cls.__name__}.{name}") for name, value in values.items()}
+    )
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    """``value`` as type ``hint`` (JSON and TOML give lists for tuples, ints for floats), or a ConfigError."""
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a table of {hint.__name__} settings, but got {value!r}")
+        return _from_dict(hint, value)
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        return _coerce(next(arg for arg in args if arg is not type(None)), value, where)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
+            return tuple(value)
+    elif origin is Literal:
+        return value  # checked against the choices by __post_init__, with the list in the message
+    elif hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    elif isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+        return value
+    raise ConfigError(f"{where} must be {_describe(hint)}, but got {value!r}")
+
+
+def _describe(hint: Any) -> str:
+    if get_origin(hint) is tuple:
+        return "a list of names"
+    return {int: "an integer", float: "a number", str: "text", bool: "true or false"}.get(hint, str(hint))

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from trainers.checkpoint import Checkpoint, capture_rng, load_checkpoint, restore_rng, save_checkpoint
-from trainers.config import TrainConfig
+from trainers.config import TrainConfig, maximizes
 from trainers.data import make_loader
 from trainers.device import make_accelerator
 from trainers.evaluate import Metrics, evaluate
@@ -196,7 +196,7 @@ def train(
     scheduler = get_linear_schedule_with_warmup(
         optimizer, round(config.warmup_ratio * total_steps), total_steps
     )
-    stopper = EarlyStopping(config.patience, maximize=config.metric != "loss")
+    stopper = EarlyStopping(config.patience, maximize=maximizes(config.metric))
     history: list[EvalRecord] = []
     best: EvalRecord | None = None
     best_state = None
@@ -265,7 +265,7 @@ def train(
             if record.epoch >= config.collapse_warmup_epochs:
                 if (collapsed := collapse_reason(record, len(task.label_names))) is not None:
                     status, reason = Status.COLLAPSED, collapsed
-            if reason is None and caller_stops:
+            if reason is None and caller_stops and step < total_steps:
                 status, reason = Status.STOPPED, f"stopped by the caller at step {step}"
             if reason is None and stopper.should_stop and step < total_steps:
                 status, reason = (

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import torch
 from accelerate.utils import set_seed
+from transformers import AutoConfig
 
 from trainers.cache import fingerprint, load_tensors, locked, save_tensors
 from trainers.config import TrainConfig
 from trainers.data import encode_split, load_splits
-from trainers.errors import ToxituneError
+from trainers.errors import ConfigError, ToxituneError
 from trainers.evaluate import evaluate_split, split_logits
 from trainers.loop import Status, train
 from trainers.models import load_classifier, load_tokenizer, resolve_checkpoint, save_classifier
@@ -33,6 +34,11 @@ def prepare_task(config: TrainConfig, *, cache_dir: Path, progress: bool = True)
     """
     splits = load_splits(config.data, batch_size=config.batch_size)
     tokenizer = load_tokenizer(config.teacher.name)
+    positions = AutoConfig.from_pretrained(resolve_checkpoint(config.teacher.name)).max_position_embeddings
+    if config.data.max_length > positions:
+        raise ConfigError(
+            f"--max-length {config.data.max_length} exceeds the {positions} positions of {config.teacher.name}; lower it"
+        )
     encoded = {
         name: encode_split(
             getattr(splits, name), tokenizer, max_length=config.data.max_length, cache_dir=cache_dir

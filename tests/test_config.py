@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import pytest
+
+from trainers.config import TrainConfig
+from trainers.errors import ConfigError
+
+
+def test_config_round_trips_through_its_dict():
+    config = TrainConfig(method="lora")
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    assert config.lr == 5e-4 and TrainConfig(method="odd").lr == 1e-4, "method-dependent default lr"
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"epochs": "3"}, "TrainConfig.epochs must be an integer, but got '3'"),
+        ({"epochs": True}, "must be an integer"),
+        ({"teacher": "bert-base-uncased"}, "TrainConfig.teacher must be a table of TeacherConfig settings"),
+        ({"data": {"train_size": 1.5}}, "DataConfig.train_size must be an integer"),
+        ({"lora": {"target_modules": [1, 2]}}, "must be a list of names"),
+        ({"epochs": 0}, "epochs must be positive, but got 0"),
+        ({"method": "bogus"}, "method must be one of"),
+        ({"loss": {"w_cls": 0, "w_div": 0, "w_cos": 0}}, "at least one loss weight must be positive"),
+        ({"warmup_ratio": 1.5}, "warmup_ratio must be in [0, 1)"),
+        ({"colour": "blue"}, "unknown TrainConfig settings ['colour']"),
+    ],
+)
+def test_bad_settings_are_config_errors(values, message):
+    with pytest.raises(ConfigError) as error:
+        TrainConfig.from_dict(values)
+    assert message in str(error.value)
+
+
+def test_toml_and_json_forms_are_accepted():
+    config = TrainConfig.from_dict(
+        {"lr": 1, "lora": {"target_modules": "query, value"}, "hidden_dropout": None}
+    )
+    assert (
+        config.lr == 1.0
+        and config.lora.target_modules == ("query", "value")
+        and config.hidden_dropout is None
+    )
