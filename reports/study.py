@@ -35,10 +35,10 @@ STATE_COLOURS = {
 
 
 def importances(study: optuna.Study) -> dict[str, float]:
-    """Optuna's parameter importances (fANOVA), or empty while fewer than two trials completed."""
+    """Optuna's parameter importances (fANOVA), or empty until completed trials differ in value."""
     completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if len(completed) < 2:
-        return {}
+    if len({trial.value for trial in completed}) < 2:
+        return {}  # with one value among completed trials, every parameter looks equally (un)important
     try:
         return optuna.importance.get_param_importances(study)
     except (RuntimeError, ValueError):  # e.g. no parameter varied across completed trials
