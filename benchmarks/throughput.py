@@ -37,7 +37,7 @@ from trainers.config import DataConfig, LoraSettings, LossConfig, TeacherConfig,
 from trainers.data import make_loader  # noqa: E402
 from trainers.errors import DataError  # noqa: E402
 from trainers.evaluate import split_logits  # noqa: E402
-from trainers.loop import build_model, train  # noqa: E402
+from trainers.loop import build_model, make_optimizer, train  # noqa: E402
 from trainers.losses import distillation_loss  # noqa: E402
 from trainers.models import build_student, load_classifier  # noqa: E402
 from trainers.prepare import prepare_task  # noqa: E402
@@ -242,9 +242,7 @@ def toxitune_steps(config: TrainConfig, task: Task) -> Iterator[None]:
         shuffle=True,
         seed=config.seed,
     )
-    optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay
-    )
+    optimizer = make_optimizer(model, config)
     scheduler = get_linear_schedule_with_warmup(optimizer, 0, 10**9)
     while True:
         for batch in loader:
