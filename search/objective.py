@@ -11,11 +11,8 @@ from search.progress import TrialLine
 from search.storage import worker_id
 from studies.spaces import SearchSpace, suggest
 from trainers.config import TrainConfig, maximizes
-from trainers.loop import EvalRecord, Status, train
+from trainers.loop import FAILURES, EvalRecord, Status, train
 from trainers.task import Task
-
-# A collapsed or diverged run is cut short like a pruned one, and counts towards the study's target.
-CUT_SHORT = (Status.COLLAPSED, Status.DIVERGED)
 
 
 class Tracker(Protocol):
@@ -75,7 +72,7 @@ class Objective:
 
         best = result.best
         value = best.validation.value(config.metric) if best else None
-        if result.status in CUT_SHORT:
+        if result.status in FAILURES:  # cut short like a pruned trial; counts towards the target
             state = result.status.value
         else:
             state = "pruned" if result.status is Status.STOPPED else "complete"

@@ -15,7 +15,16 @@ import optuna
 from search.objective import Objective
 from search.progress import format_params
 from search.storage import DEFAULT_STORAGE
-from search.study import StudySettings, best_trial, open_study, pin_attr, run_until, state_counts, trial_rows
+from search.study import (
+    StudySettings,
+    best_trial,
+    finished_count,
+    open_study,
+    pin_attr,
+    run_until,
+    state_counts,
+    trial_rows,
+)
 from search.tracking import StudyTracker, WandbSettings
 from studies.presets import Preset, available_presets, load_preset
 from studies.spaces import LOSS_WEIGHTS, SearchSpace, default_space
@@ -132,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             "space": {k: repr(v) for k, v in space.items()},
         },
     )
-    done = sum(state_counts(study)[s] for s in ("complete", "pruned", "collapsed", "diverged"))
+    done = finished_count(study)
     print(f"study {settings.name!r} in {settings.storage}: {done}/{settings.trials} trials finished")
     if done >= settings.trials:
         _print_summary(study, args.metric, 0.0)

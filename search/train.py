@@ -23,13 +23,13 @@ from trainers.cache import default_cache_dir
 from trainers.cli import ArgumentParser, run_main
 from trainers.config import TrainConfig, maximizes
 from trainers.errors import ConfigError
-from trainers.loop import train
+from trainers.loop import FAILURES, train
 from trainers.models import save_classifier
 from trainers.prepare import prepare_task
 from trainers.train import run_report
 
 SUMMARY_METRICS = ("accuracy", "macro_f1", "weighted_f1")
-FAILED_STATUSES = ("collapsed", "diverged")
+FAILED_STATUSES = tuple(status.value for status in FAILURES)
 
 
 def mean_ci(values: list[float], confidence: float = 0.95) -> dict[str, Any]:

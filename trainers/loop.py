@@ -46,6 +46,10 @@ class Status(enum.StrEnum):
     DIVERGED = "diverged"  # the loss became NaN or infinite
 
 
+# Runs that failed rather than finished: their scores are not a configuration's quality.
+FAILURES = (Status.COLLAPSED, Status.DIVERGED)
+
+
 @dataclass(frozen=True)
 class EvalRecord:
     """One validation pass, with the mean training losses since the previous one."""

@@ -14,12 +14,10 @@ from trainers.cache import default_cache_dir
 from trainers.cli import ArgumentParser, add_config_arguments, config_from_args, run_main
 from trainers.config import TrainConfig
 from trainers.evaluate import evaluate_split
-from trainers.loop import Status, TrainResult, train
+from trainers.loop import FAILURES, TrainResult, train
 from trainers.models import save_classifier
 from trainers.prepare import prepare_task
 from trainers.task import Task
-
-FAILED = (Status.COLLAPSED, Status.DIVERGED)
 
 
 def build_parser() -> ArgumentParser:
@@ -80,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         save_classifier(result.model, task.tokenizer, args.out / "model")
     checkpoint.unlink(missing_ok=True)
     print(_summary_line(report, args.out))
-    return 1 if result.status in FAILED else 0
+    return 1 if result.status in FAILURES else 0
 
 
 def _summary_line(report: dict[str, Any], out: Path) -> str:
