@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,42 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
         "--teacher", default=DEFAULT_TEACHER, help=f"teacher checkpoint (default: {DEFAULT_TEACHER})"
     )
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        help="keep studies, runs and caches here; rerunning with it resumes an interrupted benchmark",
+    )
+
+
+SUBSET_FLAGS = ("train_size", "eval_size", "test_size", "max_length")
+
+
+def add_subset_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--train-size``, ``--eval-size``, ``--test-size`` and ``--max-length``, passed on to studies."""
+    parser.add_argument("--train-size", type=int, help="stratified subsample of the training split")
+    parser.add_argument("--eval-size", type=int, help="stratified subsample of the validation split")
+    parser.add_argument("--test-size", type=int, help="stratified subsample of the test split")
+    parser.add_argument("--max-length", type=int, help="tokens kept per text (default: the config's)")
+
+
+def subset_flags(args: argparse.Namespace) -> list[str]:
+    """The subset arguments that were given, as ``search.run`` flags."""
+    flags = []
+    for name in SUBSET_FLAGS:
+        if getattr(args, name) is not None:
+            flags += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    return flags
+
+
+@contextlib.contextmanager
+def working_folder(workdir: Path | None) -> Iterator[Path]:
+    """``workdir`` (created if missing, kept afterwards), or a temporary folder removed at the end."""
+    if workdir is not None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        yield workdir
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        yield Path(folder)
 
 
 def machine() -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Pruning savings: the same study with ``--pruner median`` and ``--pruner none``.
 
 Both studies use the same sampler seed and number of trials. The benchmark reports, for each, the
-training steps all trials took together, the wall time and the best validation macro-F1.
+training steps all trials took together, their summed wall time and the best validation macro-F1.
 Target: at least 50% fewer steps with the best F1 within 0.5 points.
 
     python benchmarks/pruning.py --method lora --trials 20 --train-size 2000 --json pruning.json
@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,34 +18,40 @@ import optuna
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import add_data_arguments, machine, write_json  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    add_data_arguments,
+    add_subset_arguments,
+    machine,
+    subset_flags,
+    working_folder,
+    write_json,
+)
 from search import run  # noqa: E402
-from search.study import best_trial  # noqa: E402
+from search.study import best_trial, trial_state  # noqa: E402
 
 
 def run_study(pruner: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    """Run one study with ``pruner``; return its steps, wall time and best value."""
+    """Run (or resume) one study with ``pruner``; return its steps, trial time and best value."""
     storage = f"sqlite:///{workdir}/{pruner}.db"
     argv = [
         "--method", args.method, "--trials", str(args.trials), "--pruner", pruner, "--seed", str(args.seed),
         "--study", f"bench-{pruner}", "--storage", storage, "--wandb-mode", "disabled", "--no-progress",
         "--dataset", args.data, "--teacher", args.teacher, "--epochs", str(args.epochs),
+        "--evals-per-epoch", str(args.evals_per_epoch),
         "--cache-dir", str(args.cache_dir or workdir / "cache"),
+        *subset_flags(args),
     ]  # fmt: skip
-    for flag in ("train_size", "eval_size"):
-        if getattr(args, flag):
-            argv += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
-    started = time.monotonic()
     run.main(argv)
-    seconds = time.monotonic() - started
     study = optuna.load_study(study_name=f"bench-{pruner}", storage=storage)
     best = best_trial(study)
     return {
         "steps": sum(t.user_attrs.get("steps", 0) for t in study.trials),
-        "seconds": round(seconds, 1),
+        # Summed over trials rather than timed around run.main, so a resumed benchmark still adds up.
+        "seconds": round(sum(t.duration.total_seconds() for t in study.trials if t.duration), 1),
         "best_value": best.value if best else None,
         "trials": len(study.trials),
-        "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials),
+        "pruned": sum(trial_state(t) == "pruned" for t in study.trials),
+        "failed": sum(trial_state(t) in ("collapsed", "diverged", "failed") for t in study.trials),
     }
 
 
@@ -57,24 +61,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--method", choices=("odd", "even", "lora"), default="lora")
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument(
+        "--evals-per-epoch",
+        type=int,
+        default=2,
+        help="reports a trial makes each epoch (the pruner's chances)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="sampler seed, the same for both studies")
-    parser.add_argument("--train-size", type=int)
-    parser.add_argument("--eval-size", type=int)
+    add_subset_arguments(parser)
     parser.add_argument("--cache-dir", type=Path, help="share a teacher and token cache between runs")
     parser.add_argument("--quick", action="store_true", help="a few trials on a small subset (CI smoke)")
     args = parser.parse_args(argv)
     if args.quick:
         args.trials, args.epochs = 6, 2
         args.train_size, args.eval_size = args.train_size or 200, args.eval_size or 100
-    with tempfile.TemporaryDirectory() as folder:
-        results = {pruner: run_study(pruner, args, Path(folder)) for pruner in ("median", "none")}
+    with working_folder(args.workdir) as workdir:
+        results = {pruner: run_study(pruner, args, workdir) for pruner in ("median", "none")}
     median, none = results["median"], results["none"]
     saved = 1 - median["steps"] / none["steps"] if none["steps"] else 0.0
     gap = (none["best_value"] or 0) - (median["best_value"] or 0)
-    print(f"{'pruner':<8} {'trials':>6} {'pruned':>6} {'steps':>8} {'wall s':>8} {'best val F1':>12}")
+    print(
+        f"{'pruner':<8} {'trials':>6} {'pruned':>6} {'failed':>6} {'steps':>8} {'trial s':>8} {'best val F1':>12}"
+    )
     for name, r in results.items():
         best = "-" if r["best_value"] is None else f"{r['best_value']:.4f}"
-        print(f"{name:<8} {r['trials']:>6} {r['pruned']:>6} {r['steps']:>8} {r['seconds']:>8} {best:>12}")
+        print(
+            f"{name:<8} {r['trials']:>6} {r['pruned']:>6} {r['failed']:>6} {r['steps']:>8} {r['seconds']:>8} {best:>12}"
+        )
     print(
         f"median pruning saved {saved:.0%} of training steps; best F1 gap {gap * 100:+.2f} points (target: >=50%, <=0.5)"
     )
@@ -84,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             **results,
             "steps_saved": saved,
             "f1_gap_points": gap * 100,
-            "args": vars(args) | {"cache_dir": str(args.cache_dir), "json": str(args.json)},
+            "args": {key: str(value) for key, value in vars(args).items()},
             "machine": machine(),
         },
     )

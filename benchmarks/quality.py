@@ -11,13 +11,20 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import add_data_arguments, machine, write_json  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    SUBSET_FLAGS,
+    add_data_arguments,
+    add_subset_arguments,
+    machine,
+    subset_flags,
+    working_folder,
+    write_json,
+)
 from search import run  # noqa: E402
 from search.export import export_study, load_study  # noqa: E402
 from search.train import format_mean_ci, retrain_candidate  # noqa: E402
@@ -59,18 +66,37 @@ def tuned_candidate(method: str, args: argparse.Namespace, workdir: Path) -> dic
         "--method", method, "--trials", str(args.trials), "--study", f"quality-{method}", "--storage", storage,
         "--dataset", args.data, "--teacher", args.teacher, "--wandb-mode", "disabled", "--no-progress",
         "--cache-dir", str(args.cache_dir or workdir / "cache"),
+        *subset_flags(args),
     ]  # fmt: skip
-    argv += _size_flags(args)
     run.main(argv)
     return export_study(load_study(f"quality-{method}", storage))["candidates"][0]
 
 
-def _size_flags(args: argparse.Namespace) -> list[str]:
-    flags = []
-    for name in ("train_size", "eval_size", "test_size"):
-        if getattr(args, name):
-            flags += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
-    return flags
+def _row(method: str, pair: dict[str, Any]) -> str:
+    recipe_f1, tuned_f1 = pair["recipe"]["test"]["macro_f1"], pair["tuned"]["test"]["macro_f1"]
+    gain = (tuned_f1["mean"] - recipe_f1["mean"]) * 100
+    return (
+        f"{method:<6} {format_mean_ci(recipe_f1):>18} {format_mean_ci(tuned_f1):>18} {gain:>+7.2f} "
+        f"{pair['recipe']['test']['accuracy']['mean']:>11.4f} {pair['tuned']['test']['accuracy']['mean']:>10.4f}"
+    )
+
+
+def _target_lines(results: dict[str, Any]) -> list[str]:
+    """The two targets, each with the figures that decide it."""
+    tuned = {method: pair["tuned"]["test"]["macro_f1"]["mean"] for method, pair in results.items()}
+    gains = {m: (tuned[m] - pair["recipe"]["test"]["macro_f1"]["mean"]) * 100 for m, pair in results.items()}
+    lines = [
+        f"tuned beats recipe by >= 2 points for every method: {all(g >= 2 for g in gains.values())} "
+        f"({', '.join(f'{m} {g:+.2f}' for m, g in gains.items())})"
+    ]
+    students = {m: f1 for m, f1 in tuned.items() if m != "lora"}
+    if "lora" in tuned and students:
+        best = max(students, key=students.get)
+        gap = (students[best] - tuned["lora"]) * 100
+        lines.append(
+            f"tuned LoRA within 1 point of the best student ({best}): {gap <= 1} (LoRA {-gap:+.2f} points)"
+        )
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,9 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--trials", type=int, default=20, help="trials of each tuning study")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--train-size", type=int)
-    parser.add_argument("--eval-size", type=int)
-    parser.add_argument("--test-size", type=int)
+    add_subset_arguments(parser)
     parser.add_argument("--cache-dir", type=Path)
     parser.add_argument("--quick", action="store_true", help="tiny subsets and 2 trials (CI smoke)")
     args = parser.parse_args(argv)
@@ -91,11 +115,14 @@ def main(argv: list[str] | None = None) -> int:
         args.trials, args.seeds = 2, 2
         args.train_size, args.eval_size, args.test_size = 200, 100, 100
     data = DataConfig(
-        dataset=args.data, train_size=args.train_size, eval_size=args.eval_size, test_size=args.test_size
+        dataset=args.data,
+        **{name: getattr(args, name) for name in SUBSET_FLAGS if getattr(args, name) is not None},
     )
     results: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory() as folder:
-        workdir = Path(folder)
+    print(
+        f"{'method':<6} {'recipe macro-F1':>18} {'tuned macro-F1':>18} {'gain':>7} {'recipe acc':>11} {'tuned acc':>10}"
+    )
+    with working_folder(args.workdir) as workdir:
         cache_dir = args.cache_dir or workdir / "cache"
         for method in args.methods.split(","):
             candidates = {
@@ -109,16 +136,9 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 for name, c in candidates.items()
             }
-    print(
-        f"{'method':<6} {'recipe macro-F1':>18} {'tuned macro-F1':>18} {'gain':>7} {'recipe acc':>11} {'tuned acc':>10}"
-    )
-    for method, pair in results.items():
-        recipe_f1, tuned_f1 = pair["recipe"]["test"]["macro_f1"], pair["tuned"]["test"]["macro_f1"]
-        gain = (tuned_f1["mean"] - recipe_f1["mean"]) * 100
-        print(
-            f"{method:<6} {format_mean_ci(recipe_f1):>18} {format_mean_ci(tuned_f1):>18} {gain:>+7.2f} "
-            f"{pair['recipe']['test']['accuracy']['mean']:>11.4f} {pair['tuned']['test']['accuracy']['mean']:>10.4f}"
-        )
+            print(_row(method, results[method]), flush=True)
+    for line in _target_lines(results):
+        print(line)
     write_json(
         args.json,
         {"results": results, "args": {k: str(v) for k, v in vars(args).items()}, "machine": machine()},

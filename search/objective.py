@@ -76,9 +76,15 @@ class Objective:
             state = result.status.value
         else:
             state = "pruned" if result.status is Status.STOPPED else "complete"
+        reason = result.reason
+        if state == "pruned":
+            reason = (
+                f"{type(trial.study.pruner).__name__} pruned it at epoch {result.history[-1].epoch:.2f}"
+                f" (best {config.metric} so far {reported[-1]:.4f})"
+            )
         summary = {
             "status": result.status.value if state != "pruned" else "pruned",
-            "reason": result.reason,
+            "reason": reason,
             "steps": result.steps,
             "seconds": round(result.seconds, 1),
             "best_epoch": best.epoch if best else None,
@@ -95,7 +101,7 @@ class Objective:
         for key, item in summary.items():
             trial.set_user_attr(key, item)
         self.tracker.finish_trial(state, summary)
-        line.finish(state, value, result.history[-1].epoch if result.history else 0.0, result.reason or "")
+        line.finish(state, value, result.history[-1].epoch if result.history else 0.0, reason or "")
         if state != "complete":
-            raise optuna.TrialPruned(result.reason or state)
+            raise optuna.TrialPruned(reason or state)
         return value

@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(
         settings,
-        evaluations=base.epochs,
+        evaluations=base.epochs * base.evals_per_epoch,
         attrs={
             "method": args.method,
             "metric": args.metric,

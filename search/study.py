@@ -49,7 +49,7 @@ def make_sampler(name: SamplerName, seed: int, offset: int) -> optuna.samplers.B
 
 
 def make_pruner(name: PrunerName, evaluations: int) -> optuna.pruners.BasePruner:
-    """The pruner; ``evaluations`` is how many times a full trial reports (its epochs)."""
+    """The pruner; ``evaluations`` is how many times a full trial reports (epochs × evals per epoch)."""
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
     if name == "hyperband":

@@ -50,3 +50,44 @@ def test_throughput_quick_run_writes_positive_figures(tiny_checkpoint, toy_data,
     assert all(
         math.isfinite(x) and x >= 0 for x in _numbers({k: v for k, v in figures.items() if k != "machine"})
     )
+
+
+def test_pruning_quick_run_compares_both_pruners_and_resumes(
+    tiny_checkpoint, toy_data, tmp_path, monkeypatch
+):
+    out, workdir = tmp_path / "pruning.json", tmp_path / "work"
+    argv = [
+        "--quick", "--data", str(toy_data), "--teacher", str(tiny_checkpoint), "--max-length", "32", "--workdir", str(workdir),
+        "--json", str(out),
+    ]  # fmt: skip
+    pruning = _load("pruning", monkeypatch)
+    assert pruning.main(argv) == 0
+    first = json.loads(out.read_text())
+    for name in ("median", "none"):
+        assert first[name]["trials"] == 6 and first[name]["steps"] > 0
+    assert first["none"]["pruned"] == 0
+    assert first["steps_saved"] == 1 - first["median"]["steps"] / first["none"]["steps"]
+    assert pruning.main(argv) == 0, "a rerun over the same workdir resumes: nothing left to run"
+    again = json.loads(out.read_text())
+    assert [again[n]["steps"] for n in ("median", "none")] == [first[n]["steps"] for n in ("median", "none")]
+
+
+def test_quality_quick_run_scores_recipe_and_tuned_per_method(
+    tiny_checkpoint, toy_data, tmp_path, monkeypatch, capsys
+):
+    out = tmp_path / "quality.json"
+    argv = [
+        "--quick", "--data", str(toy_data), "--teacher", str(tiny_checkpoint), "--max-length", "32",
+        "--methods", "even,lora",
+        "--json", str(out),
+    ]  # fmt: skip
+    assert _load("quality", monkeypatch).main(argv) == 0
+    results = json.loads(out.read_text())["results"]
+    assert set(results) == {"even", "lora"}
+    for pair in results.values():
+        for name in ("recipe", "tuned"):
+            assert len(pair[name]["seeds"]) == 2
+            assert 0 <= pair[name]["test"]["macro_f1"]["mean"] <= 1
+    printed = capsys.readouterr().out
+    assert "tuned beats recipe by >= 2 points for every method" in printed
+    assert "tuned LoRA within 1 point of the best student (even)" in printed

@@ -7,7 +7,7 @@ import torch
 
 from trainers.errors import ConfigError
 from trainers.evaluate import Metrics, evaluate_split
-from trainers.loop import EarlyStopping, EvalRecord, Status, collapse_reason, train
+from trainers.loop import EarlyStopping, EvalRecord, Status, collapse_reason, evaluation_points, train
 from trainers.prepare import prepare_task
 
 
@@ -77,7 +77,7 @@ def test_each_method_trains_and_records_history(make_config, cache_dir, method):
 
 
 def test_the_best_evaluation_is_kept_not_the_last(make_config, lora_task):
-    config = make_config("lora", epochs=3, lr=5e-3, eval_every_steps=1, patience=0, collapse_warmup_epochs=99)
+    config = make_config("lora", epochs=3, lr=5e-3, evals_per_epoch=12, patience=0, collapse_warmup_epochs=99)
     result = train(config, lora_task, progress=False)
     scores = [r.validation.macro_f1 for r in result.history]
     best = scores.index(max(scores))
@@ -91,7 +91,7 @@ def test_the_best_evaluation_is_kept_not_the_last(make_config, lora_task):
 
 
 def test_patience_stops_a_run_that_stopped_improving(make_config, lora_task):
-    config = make_config("lora", epochs=5, lr=1e-9, eval_every_steps=2, patience=2, collapse_warmup_epochs=99)
+    config = make_config("lora", epochs=5, lr=1e-9, evals_per_epoch=6, patience=2, collapse_warmup_epochs=99)
     result = train(config, lora_task, progress=False)
     assert result.status is Status.EARLY_STOPPED
     assert len(result.history) == 3 and result.best is result.history[0]
@@ -105,21 +105,36 @@ def test_the_callback_can_stop_a_run(make_config, lora_task):
         seen.append(record.step)
         return len(seen) == 2
 
-    config = make_config("lora", epochs=5, eval_every_steps=2, patience=0, collapse_warmup_epochs=99)
+    config = make_config("lora", epochs=5, evals_per_epoch=6, patience=0, collapse_warmup_epochs=99)
     result = train(config, lora_task, on_eval=stop_at_second, progress=False)
     assert result.status is Status.STOPPED
     assert seen == [2, 4] and result.steps == 4
 
 
-def test_a_run_predicting_one_class_is_stopped_as_collapsed(make_config, checkpoint_with_head, cache_dir):
+@pytest.mark.parametrize(
+    ("warmup_epochs", "min_steps", "evaluations"),
+    [(1, 0, 1), (2, 0, 2), (1, 13, 2), (1, 36, 3)],  # 12 steps an epoch
+)
+def test_a_run_predicting_one_class_is_stopped_as_collapsed_after_both_warm_ups(
+    make_config, checkpoint_with_head, cache_dir, warmup_epochs, min_steps, evaluations
+):
     checkpoint = checkpoint_with_head(0.0, [50.0, -50.0])
     config = make_config(
-        "teacher", teacher={"name": str(checkpoint)}, epochs=4, lr=1e-9, collapse_warmup_epochs=1
-    )
+        "teacher", teacher={"name": str(checkpoint)}, epochs=4, lr=1e-9,
+        collapse_warmup_epochs=warmup_epochs, collapse_min_steps=min_steps,
+    )  # fmt: skip
     result = train(config, prepare_task(config, cache_dir=cache_dir, progress=False), progress=False)
     assert result.status is Status.COLLAPSED
     assert "every validation prediction is class 0" in result.reason
-    assert len(result.history) == 1, "stopped at the first evaluation after the warm-up"
+    assert len(result.history) == evaluations, "stopped at the first evaluation after both warm-ups"
+
+
+@pytest.mark.parametrize(
+    ("steps", "evals", "points"),
+    [(12, 1, {12}), (12, 3, {4, 8, 12}), (10, 3, {3, 7, 10}), (2, 4, {1, 2}), (1, 1, {1})],
+)
+def test_evaluations_are_spread_evenly_and_end_the_epoch(steps, evals, points):
+    assert evaluation_points(steps, evals) == points
 
 
 def test_a_nan_loss_ends_the_run_as_diverged_without_raising(make_config, checkpoint_with_head, cache_dir):

@@ -89,6 +89,7 @@ def test_a_deliberately_bad_trial_is_pruned(make_config, cache_dir):
     assert states[:2] == [TrialState.COMPLETE, TrialState.COMPLETE]
     assert states[2] == TrialState.PRUNED and trial_state(study.trials[2]) == "pruned"
     assert len(study.trials[2].intermediate_values) == 1, "pruned at its first report"
+    assert study.trials[2].user_attrs["reason"].startswith("MedianPruner pruned it at epoch 1.00")
     assert ("finish", "pruned") in tracker.events
 
 
@@ -97,7 +98,10 @@ def test_collapsed_and_diverged_trials_are_recorded_and_the_study_goes_on(
 ):
     one_class = checkpoint_with_head(0.0, [50.0, -50.0])
     nan = checkpoint_with_head(float("nan"), [0.0, 0.0])
-    common = ["--method", "lora", "--trials", "2", "--collapse-warmup-epochs", "1", "--pruner", "none"]
+    common = [
+        "--method", "lora", "--trials", "2", "--pruner", "none",
+        "--collapse-warmup-epochs", "1", "--collapse-min-steps", "0",
+    ]  # fmt: skip
     assert main([*common, "--study", "collapse", *_args(one_class, toy_data, tmp_path)]) == 0
     assert main([*common, "--study", "nan", *_args(nan, toy_data, tmp_path)]) == 0
     for name, state, reason in (

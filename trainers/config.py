@@ -168,11 +168,16 @@ class TrainConfig:
     patience: int = field(
         default=2, metadata=_help("evaluations without improvement before stopping; 0 never stops")
     )
-    eval_every_steps: int | None = field(
-        default=None, metadata=_help("also evaluate every N steps (default: once per epoch)")
+    evals_per_epoch: int = field(
+        default=1,
+        metadata=_help("validation evaluations per epoch, evenly spaced; each one can prune or stop a run"),
     )
     collapse_warmup_epochs: float = field(
         default=1.0, metadata=_help("epochs before a run may be declared collapsed")
+    )
+    collapse_min_steps: int = field(
+        default=200,
+        metadata=_help("training steps before a run may be declared collapsed (as well as the epochs)"),
     )
 
     def __post_init__(self) -> None:
@@ -195,12 +200,15 @@ class TrainConfig:
             _require(value is None or 0 <= value < 1, f"{name} must be in [0, 1), but got {value}")
         _require(self.patience >= 0, f"patience must be >= 0, but got {self.patience}")
         _require(
-            self.eval_every_steps is None or self.eval_every_steps > 0,
-            f"eval_every_steps must be positive, but got {self.eval_every_steps}",
+            self.evals_per_epoch > 0, f"evals_per_epoch must be positive, but got {self.evals_per_epoch}"
         )
         _require(
             self.collapse_warmup_epochs >= 0,
             f"collapse_warmup_epochs must be >= 0, but got {self.collapse_warmup_epochs}",
+        )
+        _require(
+            self.collapse_min_steps >= 0,
+            f"collapse_min_steps must be >= 0, but got {self.collapse_min_steps}",
         )
 
     @property

@@ -147,6 +147,17 @@ def build_model(config: TrainConfig, task: Task) -> nn.Module:
     return apply_lora(model, config.lora) if config.method == "lora" else model
 
 
+def evaluation_points(steps_per_epoch: int, evals_per_epoch: int) -> frozenset[int]:
+    """Steps within an epoch (1-based) after which to evaluate: evenly spaced, ending on the last.
+
+    Spacing by fractions of an epoch, not by a step count, keeps the n-th evaluation of runs with
+    different batch sizes at the same point of training, which is what a pruner compares.
+    """
+    return frozenset(
+        max(1, round(steps_per_epoch * i / evals_per_epoch)) for i in range(1, evals_per_epoch + 1)
+    )
+
+
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
     """AdamW over the trainable parameters; biases and LayerNorm weights are not decayed, as in BERT."""
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -220,7 +231,7 @@ def train(
         model, optimizer, train_loader, val_loader, scheduler
     )
     teacher_logits = task.teacher_logits.to(accelerator.device) if config.distills else None
-    eval_every = config.eval_every_steps or steps_per_epoch
+    eval_points = evaluation_points(steps_per_epoch, config.evals_per_epoch)
     sums, count = torch.zeros(4), 0
     status, reason = Status.COMPLETED, None
     bar = tqdm(
@@ -251,7 +262,7 @@ def train(
             sums += torch.stack([p.detach().float().cpu() for p in parts])
             count += 1
             bar.update()
-            if step % eval_every and step % steps_per_epoch:
+            if (step - 1) % steps_per_epoch + 1 not in eval_points:
                 continue
 
             means = (sums / count).tolist()
@@ -267,7 +278,7 @@ def train(
                 **{config.metric: f"{metrics.value(config.metric):.4f}"},
             )
             caller_stops = on_eval is not None and on_eval(record)
-            if record.epoch >= config.collapse_warmup_epochs:
+            if record.epoch >= config.collapse_warmup_epochs and step >= config.collapse_min_steps:
                 if (collapsed := collapse_reason(record, len(task.label_names))) is not None:
                     status, reason = Status.COLLAPSED, collapsed
             if reason is None and caller_stops and step < total_steps:
