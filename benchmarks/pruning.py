@@ -28,6 +28,7 @@ from benchmarks.common import (  # noqa: E402
 )
 from search import run  # noqa: E402
 from search.study import best_trial, trial_state  # noqa: E402
+from trainers.cli import ArgumentParser, run_main  # noqa: E402
 
 
 def run_study(pruner: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -56,7 +57,7 @@ def run_study(pruner: str, args: argparse.Namespace, workdir: Path) -> dict[str,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     add_data_arguments(parser)
     parser.add_argument("--method", choices=("odd", "even", "lora"), default="lora")
     parser.add_argument("--trials", type=int, default=20)
@@ -105,4 +106,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -28,6 +28,7 @@ from benchmarks.common import (  # noqa: E402
 from search import run  # noqa: E402
 from search.export import export_study, load_study  # noqa: E402
 from search.train import format_mean_ci, retrain_candidate  # noqa: E402
+from trainers.cli import ArgumentParser, run_main  # noqa: E402
 from trainers.config import DataConfig, LoraSettings, LossConfig, TeacherConfig, TrainConfig  # noqa: E402
 
 METHODS = ("odd", "even", "lora")
@@ -100,7 +101,7 @@ def _target_lines(results: dict[str, Any]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     add_data_arguments(parser)
     parser.add_argument(
         "--methods", default=",".join(METHODS), help="comma-separated (default: odd,even,lora)"
@@ -147,4 +148,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,7 +46,10 @@ def make_sampler(name: SamplerName, seed: int, offset: int) -> optuna.samplers.B
     """A seeded sampler; ``offset`` (trials already run) keeps a resumed study from replaying draws."""
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed + offset)
-    return optuna.samplers.TPESampler(seed=seed + offset, multivariate=True, group=True)
+    with warnings.catch_warnings():
+        # Experimental in Optuna, but they let TPE model parameters jointly (lr with batch size, loss weights).
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed + offset, multivariate=True, group=True)
 
 
 def make_pruner(name: PrunerName, evaluations: int) -> optuna.pruners.BasePruner:
