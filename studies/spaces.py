@@ -59,13 +59,25 @@ class Choice:
 
 @dataclass(frozen=True)
 class Simplex:
-    """The three loss weights, uniform on the simplex (normalised exponential draws)."""
+    """The three loss weights, uniform on the part of the simplex where ``w_cls >= min_cls``.
+
+    A floor on the label loss keeps a student from being trained on the teacher alone: with
+    divergence warm-in, a near-zero ``w_cls`` leaves the first epochs with almost no signal.
+    """
+
+    min_cls: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_cls < 1:
+            raise ConfigError(f"min_cls must be in [0, 1), but got {self.min_cls}")
 
     def suggest(self, trial: optuna.Trial, name: str) -> dict[str, float]:
-        # -log(u) for u ~ U(0, 1] is Exp(1); normalised exponentials are uniform on the simplex.
+        # -log(u) for u ~ U(0, 1] is Exp(1); normalised exponentials are uniform on the simplex,
+        # and an affine map onto the floored part keeps them uniform there.
         draws = [-math.log(trial.suggest_float(f"{n}_draw", 1e-6, 1.0)) for n in WEIGHT_NAMES]
         total = sum(draws)
-        weights = {n: d / total for n, d in zip(WEIGHT_NAMES, draws, strict=True)}
+        weights = {n: (1 - self.min_cls) * d / total for n, d in zip(WEIGHT_NAMES, draws, strict=True)}
+        weights["w_cls"] += self.min_cls
         for n, w in weights.items():
             trial.set_user_attr(n, w)
         return weights
@@ -83,7 +95,7 @@ _SHARED: dict[str, Distribution] = {
 }
 DISTILLATION_SPACE: dict[str, Distribution] = {
     "lr": FloatRange(2e-5, 5e-4, log=True),
-    LOSS_WEIGHTS: Simplex(),
+    LOSS_WEIGHTS: Simplex(min_cls=0.1),
     "loss.temperature": FloatRange(1.0, 8.0, log=True),
     "loss.div_warmup_epochs": IntRange(0, 2),
     **_SHARED,

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from studies.spaces import LOSS_WEIGHTS, Simplex, default_space
+from trainers.errors import ConfigError
+
+
+def _draws(simplex: Simplex, n: int) -> list[dict[str, float]]:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    drawn = []
+    study.optimize(lambda trial: drawn.append(simplex.suggest(trial, LOSS_WEIGHTS)) or 0.0, n_trials=n)
+    return drawn
+
+
+def test_loss_weights_sum_to_one_and_respect_the_label_floor():
+    drawn = _draws(Simplex(min_cls=0.3), 300)
+    for weights in drawn:
+        assert sum(weights.values()) == pytest.approx(1.0)
+        assert weights["w_cls"] >= 0.3 and min(weights.values()) >= 0
+    shares = [w["w_cls"] for w in drawn]
+    # Uniform on the floored simplex: w_cls = 0.3 + 0.7 * Beta(1, 2), mean 0.3 + 0.7 / 3.
+    assert sum(shares) / len(shares) == pytest.approx(0.3 + 0.7 / 3, abs=0.03)
+    assert min(shares) < 0.32, "the floor is reached, not only approached from far above"
+
+
+def test_distillation_spaces_keep_a_floor_on_the_label_loss():
+    assert default_space("odd")[LOSS_WEIGHTS].min_cls > 0
+
+
+@pytest.mark.parametrize("floor", [-0.1, 1.0])
+def test_a_floor_outside_zero_to_one_is_refused(floor):
+    with pytest.raises(ConfigError, match="min_cls must be in"):
+        Simplex(min_cls=floor)
