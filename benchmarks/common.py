@@ -26,22 +26,23 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
         "--teacher", default=DEFAULT_TEACHER, help=f"teacher checkpoint (default: {DEFAULT_TEACHER})"
     )
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
-    parser.add_argument(
-        "--workdir",
-        type=Path,
-        help="keep studies, runs and caches here; rerunning with it resumes an interrupted benchmark",
-    )
 
 
 SUBSET_FLAGS = ("train_size", "eval_size", "test_size", "max_length")
 
 
-def add_subset_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--train-size``, ``--eval-size``, ``--test-size`` and ``--max-length``, passed on to studies."""
+def add_study_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of the benchmarks that run studies: data subsets (passed on), work and cache folders."""
     parser.add_argument("--train-size", type=int, help="stratified subsample of the training split")
     parser.add_argument("--eval-size", type=int, help="stratified subsample of the validation split")
     parser.add_argument("--test-size", type=int, help="stratified subsample of the test split")
     parser.add_argument("--max-length", type=int, help="tokens kept per text (default: the config's)")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        help="keep studies and runs here; rerunning with it resumes an interrupted benchmark",
+    )
+    parser.add_argument("--cache-dir", type=Path, help="share tokens and teachers between runs")
 
 
 def subset_flags(args: argparse.Namespace) -> list[str]:

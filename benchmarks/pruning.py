@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import (  # noqa: E402
     add_data_arguments,
-    add_subset_arguments,
+    add_study_arguments,
     machine,
     subset_flags,
     working_folder,
@@ -69,8 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         help="reports a trial makes each epoch (the pruner's chances)",
     )
     parser.add_argument("--seed", type=int, default=0, help="sampler seed, the same for both studies")
-    add_subset_arguments(parser)
-    parser.add_argument("--cache-dir", type=Path, help="share a teacher and token cache between runs")
+    add_study_arguments(parser)
     parser.add_argument("--quick", action="store_true", help="a few trials on a small subset (CI smoke)")
     args = parser.parse_args(argv)
     if args.quick:

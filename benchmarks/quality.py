@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import (  # noqa: E402
     SUBSET_FLAGS,
     add_data_arguments,
-    add_subset_arguments,
+    add_study_arguments,
     machine,
     subset_flags,
     working_folder,
@@ -108,8 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--trials", type=int, default=20, help="trials of each tuning study")
     parser.add_argument("--seeds", type=int, default=3)
-    add_subset_arguments(parser)
-    parser.add_argument("--cache-dir", type=Path)
+    add_study_arguments(parser)
     parser.add_argument("--quick", action="store_true", help="tiny subsets and 2 trials (CI smoke)")
     args = parser.parse_args(argv)
     if args.quick:

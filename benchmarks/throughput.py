@@ -35,6 +35,7 @@ from benchmarks.common import add_data_arguments, machine, write_json  # noqa: E
 from trainers.cli import ArgumentParser, run_main  # noqa: E402
 from trainers.config import DataConfig, LoraSettings, LossConfig, TeacherConfig, TrainConfig  # noqa: E402
 from trainers.data import make_loader  # noqa: E402
+from trainers.device import synchronize, training_device  # noqa: E402
 from trainers.errors import DataError  # noqa: E402
 from trainers.evaluate import split_logits  # noqa: E402
 from trainers.loop import build_model, make_optimizer, train  # noqa: E402
@@ -83,7 +84,7 @@ def notebook_tokenise(
 
 
 def notebook_distillation(
-    teacher: nn.Module, dataset: TensorDataset, *, batch_size: int, seed: int = 0
+    teacher: nn.Module, dataset: TensorDataset, *, batch_size: int, device: torch.device, seed: int = 0
 ) -> Timing:
     """The notebook's distillation loop for one pass over ``dataset``; only the loop is timed.
 
@@ -94,15 +95,15 @@ def notebook_distillation(
         teacher: The full-depth classifier; the student copies its even layers.
         dataset: Token ids, attention masks and labels from :func:`notebook_tokenise`.
         batch_size: Examples per step.
+        device: Where to train: the device toxitune's run used, so both are timed on the same one.
         seed: Seed of the shuffle and of dropout.
     """
     torch.manual_seed(seed)
     loader = DataLoader(
         dataset, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed)
     )
-    student = build_student(teacher, "even")
-    teacher.eval()
-    student.train()
+    teacher = teacher.to(device).eval()
+    student = build_student(teacher, "even").to(device).train()
     optimizer = torch.optim.Adam(student.parameters(), lr=NOTEBOOK_LR)
     ce_loss = nn.CrossEntropyLoss()
     kl_loss = nn.KLDivLoss(reduction="batchmean")
@@ -110,7 +111,8 @@ def notebook_distillation(
     temperature = NOTEBOOK_TEMPERATURE
     steps = tokens = 0
     started = time.perf_counter()
-    for input_ids, attention_mask, labels in loader:
+    for batch in loader:
+        input_ids, attention_mask, labels = (t.to(device) for t in batch)
         with torch.no_grad():
             teacher_logits = teacher(input_ids=input_ids, attention_mask=attention_mask).logits
         student_logits = student(input_ids=input_ids, attention_mask=attention_mask).logits
@@ -123,23 +125,27 @@ def notebook_distillation(
             * temperature
             * temperature
         )
-        loss_cos = cos_loss(student_logits, teacher_logits, torch.ones(len(labels)))
+        loss_cos = cos_loss(student_logits, teacher_logits, torch.ones(len(labels), device=device))
         loss = (loss_cls + loss_div + loss_cos) / 3
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
         steps += 1
         tokens += input_ids.numel()
+    synchronize(device)
     return Timing(steps, len(dataset), time.perf_counter() - started, tokens)
 
 
-def notebook_lora(model: nn.Module, dataset: TensorDataset, *, batch_size: int, seed: int = 0) -> Timing:
+def notebook_lora(
+    model: nn.Module, dataset: TensorDataset, *, batch_size: int, device: torch.device, seed: int = 0
+) -> Timing:
     """The notebook's LoRA loop for one pass: peft adapters on q/k/v, Adam, cross-entropy; loop timed.
 
     Args:
         model: The full-depth classifier, without adapters.
         dataset: Token ids, attention masks and labels from :func:`notebook_tokenise`.
         batch_size: Examples per step.
+        device: Where to train, as for :func:`notebook_distillation`.
         seed: Seed of the shuffle, the adapters and dropout.
     """
     from peft import LoraConfig, TaskType, get_peft_model
@@ -152,8 +158,7 @@ def notebook_lora(model: nn.Module, dataset: TensorDataset, *, batch_size: int, 
         lora_dropout=LORA.dropout,
         target_modules=list(LORA.target_modules),
     )
-    model = get_peft_model(model, config)
-    model.train()
+    model = get_peft_model(model, config).to(device).train()
     loader = DataLoader(
         dataset, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed)
     )
@@ -161,7 +166,8 @@ def notebook_lora(model: nn.Module, dataset: TensorDataset, *, batch_size: int, 
     ce_loss = nn.CrossEntropyLoss()
     steps = tokens = 0
     started = time.perf_counter()
-    for input_ids, attention_mask, labels in loader:
+    for batch in loader:
+        input_ids, attention_mask, labels = (t.to(device) for t in batch)
         logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
         loss = ce_loss(logits, labels)
         loss.backward()
@@ -169,6 +175,7 @@ def notebook_lora(model: nn.Module, dataset: TensorDataset, *, batch_size: int, 
         optimizer.zero_grad()
         steps += 1
         tokens += input_ids.numel()
+    synchronize(device)
     return Timing(steps, len(dataset), time.perf_counter() - started, tokens)
 
 
@@ -390,10 +397,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     info = {**machine(), "load_average": os.getloadavg()[0]}
+    device = training_device()
     print(
         f"{info['cpu']}, {info['cores']} cores, torch {info['torch']}, {info['threads']} threads, "
-        f"load average {info['load_average']:.2f} at start"
+        f"load average {info['load_average']:.2f} at start; training on {info['cuda'] or 'the CPU'}"
     )
+    if args.profile and device.type != "cpu":
+        # The profile's floor is a CPU matmul rate; on a GPU it would compare against the wrong machine.
+        print("--profile measures CPU steps only; skipped on a GPU")
+        args.profile = False
 
     with tempfile.TemporaryDirectory(prefix="toxitune-throughput-") as cache:
         config = toxitune_config("even", args)
@@ -411,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         dataset = notebook_tokenise(
             task.tokenizer, task.splits.train.texts, task.splits.train.labels, args.max_length
         )
-        baseline = notebook_distillation(teacher, dataset, batch_size=args.batch_size)
+        baseline = notebook_distillation(teacher, dataset, batch_size=args.batch_size, device=device)
         figures: dict[str, Any] = {
             "baseline": baseline.examples_per_second,
             "toxitune": toxitune.examples_per_second,
@@ -438,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
             lora_task = prepare_task(lora_config, cache_dir=Path(cache), progress=False)
             lora_toxitune = toxitune_run(lora_config, lora_task)
             base = load_classifier(lora_task.base_checkpoint, lora_task.label_names)
-            lora_baseline = notebook_lora(base, dataset, batch_size=args.lora_batch_size)
+            lora_baseline = notebook_lora(base, dataset, batch_size=args.lora_batch_size, device=device)
             figures["lora"] = {
                 "baseline": lora_baseline.steps_per_second,
                 "toxitune": lora_toxitune.steps_per_second,

@@ -6,6 +6,17 @@ import torch
 from accelerate import Accelerator
 
 
+def training_device() -> torch.device:
+    """The device :func:`make_accelerator` trains on, for code that moves tensors by hand."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued kernels on ``device``, so a timer read after it measures finished work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def make_accelerator() -> Accelerator:
     """An ``Accelerator`` on CUDA with bf16 autocast when a GPU supports it, else fp32 on the CPU."""
     if torch.cuda.is_available():
