@@ -6,6 +6,8 @@ import math
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -63,13 +65,17 @@ def test_pruning_quick_run_compares_both_pruners_and_resumes(
     pruning = _load("pruning", monkeypatch)
     assert pruning.main(argv) == 0
     first = json.loads(out.read_text())
-    for name in ("median", "none"):
+    arms = ("median", "none", "none-unstopped")
+    for name in arms:
         assert first[name]["trials"] == 6 and first[name]["steps"] > 0
-    assert first["none"]["pruned"] == 0
-    assert first["steps_saved"] == 1 - first["median"]["steps"] / first["none"]["steps"]
+    assert first["none"]["pruned"] == first["none-unstopped"]["pruned"] == 0
+    assert first["none-unstopped"]["early_stopped"] == 0
+    assert first["none-unstopped"]["steps"] >= first["none"]["steps"]
+    saved = first["median_vs_none"]["steps_saved"]
+    assert saved == pytest.approx(1 - first["median"]["steps"] / first["none"]["steps"])
     assert pruning.main(argv) == 0, "a rerun over the same workdir resumes: nothing left to run"
     again = json.loads(out.read_text())
-    assert [again[n]["steps"] for n in ("median", "none")] == [first[n]["steps"] for n in ("median", "none")]
+    assert [again[n]["steps"] for n in arms] == [first[n]["steps"] for n in arms]
 
 
 def test_quality_quick_run_scores_recipe_and_tuned_per_method(
