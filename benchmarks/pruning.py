@@ -7,6 +7,7 @@ Target: at least 50% fewer steps with the best F1 within 0.5 points.
 Both keep toxitune's early stopping, which already ends a trial stuck at the majority class, so a third
 study (``none-unstopped``: no pruner, ``--patience 0``) shows what a search spends when nothing cuts a
 trial short, as with a plain sweep, and how much of that the pruner and early stopping save together.
+``--arms`` picks the studies; ``hyperband`` adds a study with Optuna's Hyperband pruner.
 
     python benchmarks/pruning.py --method lora --trials 20 --train-size 2000 --json pruning.json
 """
@@ -34,6 +35,7 @@ from benchmarks.common import (  # noqa: E402
 from search import run  # noqa: E402
 from search.study import best_trial, trial_state  # noqa: E402
 from trainers.cli import ArgumentParser, run_main  # noqa: E402
+from trainers.errors import ConfigError  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,16 @@ class Arm:
     early_stopping: bool = True
 
 
-ARMS = (Arm("median", "median"), Arm("none", "none"), Arm("none-unstopped", "none", early_stopping=False))
+ARMS = {
+    arm.name: arm
+    for arm in (
+        Arm("median", "median"),
+        Arm("hyperband", "hyperband"),
+        Arm("none", "none"),
+        Arm("none-unstopped", "none", early_stopping=False),
+    )
+}
+BASELINES = ("none", "none-unstopped")
 
 
 def run_study(arm: Arm, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -94,15 +105,25 @@ def main(argv: list[str] | None = None) -> int:
         default=2,
         help="reports a trial makes each epoch (the pruner's chances)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="sampler seed, the same for both studies")
+    parser.add_argument("--seed", type=int, default=0, help="sampler seed, the same for every study")
+    parser.add_argument(
+        "--arms",
+        default="median,none,none-unstopped",
+        help=f"comma-separated studies to run, from {', '.join(ARMS)} (default: median,none,none-unstopped)",
+    )
     add_study_arguments(parser)
     parser.add_argument("--quick", action="store_true", help="a few trials on a small subset (CI smoke)")
     args = parser.parse_args(argv)
     if args.quick:
         args.trials, args.epochs = 6, 2
         args.train_size, args.eval_size = args.train_size or 200, args.eval_size or 100
+    arms = args.arms.split(",")
+    if unknown := sorted(set(arms) - set(ARMS)):
+        raise ConfigError(f"unknown --arms {', '.join(unknown)}; choose from {', '.join(ARMS)}")
+    if "none" not in arms:
+        raise ConfigError("--arms must include none, the study the pruners are measured against")
     with working_folder(args.workdir) as workdir:
-        results = {arm.name: run_study(arm, args, workdir) for arm in ARMS}
+        results = {name: run_study(ARMS[name], args, workdir) for name in arms}
     print(
         f"{'study':<15} {'trials':>6} {'pruned':>6} {'stopped':>7} {'failed':>6} {'steps':>7} {'trial s':>8} {'best F1':>8}"
     )
@@ -113,17 +134,16 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['steps']:>7} {r['seconds']:>8} {best:>8}"
         )
     comparisons = {
-        "median_vs_none": compare(results["median"], results["none"]),
-        "median_vs_unstopped": compare(results["median"], results["none-unstopped"]),
+        f"{name}_vs_{baseline}": compare(results[name], results[baseline])
+        for name in results
+        if name not in BASELINES
+        for baseline in BASELINES
+        if baseline in results
     }
-    saved, gap = comparisons["median_vs_none"]
-    print(
-        f"median pruner against none: {saved:.0%} fewer steps, best F1 {gap:+.2f} points (target: >=50%, >=-0.5)"
-    )
-    saved, gap = comparisons["median_vs_unstopped"]
-    print(
-        f"median pruner and early stopping against neither: {saved:.0%} fewer steps, best F1 {gap:+.2f} points"
-    )
+    for key, (saved, gain) in comparisons.items():
+        name, baseline = key.split("_vs_")
+        target = " (target: >=50%, >=-0.5)" if baseline == "none" else ""
+        print(f"{name} against {baseline}: {saved:.0%} fewer steps, best F1 {gain:+.2f} points{target}")
     write_json(
         args.json,
         {

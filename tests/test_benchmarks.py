@@ -72,6 +72,7 @@ def test_pruning_quick_run_compares_both_pruners_and_resumes(
     assert first["none-unstopped"]["early_stopped"] == 0
     assert first["none-unstopped"]["steps"] >= first["none"]["steps"]
     saved = first["median_vs_none"]["steps_saved"]
+    assert set(first) >= {"median_vs_none", "median_vs_none-unstopped"}
     assert saved == pytest.approx(1 - first["median"]["steps"] / first["none"]["steps"])
     assert pruning.main(argv) == 0, "a rerun over the same workdir resumes: nothing left to run"
     again = json.loads(out.read_text())
