@@ -33,7 +33,7 @@ from benchmarks.common import (  # noqa: E402
     write_json,
 )
 from search import run  # noqa: E402
-from search.study import best_trial, trial_state  # noqa: E402
+from search.study import best_trial, state_counts  # noqa: E402
 from trainers.cli import ArgumentParser, run_main  # noqa: E402
 from trainers.errors import ConfigError  # noqa: E402
 
@@ -75,15 +75,16 @@ def run_study(arm: Arm, args: argparse.Namespace, workdir: Path) -> dict[str, An
     run.main(argv)
     study = optuna.load_study(study_name=f"bench-{arm.name}", storage=storage)
     best = best_trial(study)
+    counts = state_counts(study)
     return {
         "steps": sum(t.user_attrs.get("steps", 0) for t in study.trials),
         # Summed over trials rather than timed around run.main, so a resumed benchmark still adds up.
         "seconds": round(sum(t.duration.total_seconds() for t in study.trials if t.duration), 1),
         "best_value": best.value if best else None,
         "trials": len(study.trials),
-        "pruned": sum(trial_state(t) == "pruned" for t in study.trials),
+        "pruned": counts["pruned"],
         "early_stopped": sum(t.user_attrs.get("status") == "early_stopped" for t in study.trials),
-        "failed": sum(trial_state(t) in ("collapsed", "diverged", "failed") for t in study.trials),
+        "failed": counts["collapsed"] + counts["diverged"] + counts["failed"],
     }
 
 
@@ -134,14 +135,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['steps']:>7} {r['seconds']:>8} {best:>8}"
         )
     comparisons = {
-        f"{name}_vs_{baseline}": compare(results[name], results[baseline])
+        (name, baseline): compare(results[name], results[baseline])
         for name in results
         if name not in BASELINES
         for baseline in BASELINES
         if baseline in results
     }
-    for key, (saved, gain) in comparisons.items():
-        name, baseline = key.split("_vs_")
+    for (name, baseline), (saved, gain) in comparisons.items():
         target = " (target: >=50%, >=-0.5)" if baseline == "none" else ""
         print(f"{name} against {baseline}: {saved:.0%} fewer steps, best F1 {gain:+.2f} points{target}")
     write_json(
@@ -149,8 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         {
             **results,
             **{
-                name: {"steps_saved": saved, "f1_gain_points": gain}
-                for name, (saved, gain) in comparisons.items()
+                f"{name}_vs_{baseline}": {"steps_saved": saved, "f1_gain_points": gain}
+                for (name, baseline), (saved, gain) in comparisons.items()
             },
             "args": {key: str(value) for key, value in vars(args).items()},
             "machine": machine(),

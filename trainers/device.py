@@ -19,7 +19,7 @@ def synchronize(device: torch.device) -> None:
 
 def make_accelerator() -> Accelerator:
     """An ``Accelerator`` on CUDA with bf16 autocast when a GPU supports it, else fp32 on the CPU."""
-    if torch.cuda.is_available():
+    if training_device().type == "cuda":
         precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
         return Accelerator(mixed_precision=precision)
     return Accelerator(cpu=True, mixed_precision="no")
