@@ -12,20 +12,23 @@ from trainers.prepare import prepare_task
 
 
 @pytest.mark.parametrize(
-    ("patience", "maximize", "values", "stop_after"),
+    ("patience", "evals_per_epoch", "maximize", "values", "stop_after"),
     [
-        (2, True, [0.5, 0.6, 0.6, 0.55], 4),  # equal is no improvement
-        (2, True, [0.5, 0.4, 0.7, 0.6, 0.65], 5),
-        (1, False, [1.0, 0.9, 0.95], 3),
-        (3, False, [1.0, 1.1, 1.2, 0.9, 1.0, 1.0, 1.0], 7),
-        (0, True, [0.9, 0.1, 0.1, 0.1, 0.1], None),  # patience 0 never stops
+        (2, 1, True, [0.5, 0.6, 0.6, 0.55], 4),  # equal is no improvement
+        (2, 1, True, [0.5, 0.4, 0.7, 0.6, 0.65], 5),
+        (1, 1, False, [1.0, 0.9, 0.95], 3),
+        (3, 1, False, [1.0, 1.1, 1.2, 0.9, 1.0, 1.0, 1.0], 7),
+        (0, 1, True, [0.9, 0.1, 0.1, 0.1, 0.1], None),  # patience 0 never stops
+        (1, 2, True, [0.5, 0.6, 0.6, 0.55], 4),  # patience is in epochs: two evaluations here
+        (1, 3, True, [0.5, 0.4, 0.4, 0.4, 0.4], 4),  # 1/3 + 1/3 + 1/3 sums to one epoch despite rounding
+        (1.5, 2, False, [1.0, 1.0, 1.0, 1.0, 1.0], 4),
     ],
 )
-def test_early_stopping_table(patience, maximize, values, stop_after):
+def test_early_stopping_table(patience, evals_per_epoch, maximize, values, stop_after):
     stopper = EarlyStopping(patience, maximize=maximize)
     stopped_at = None
     for i, value in enumerate(values, start=1):
-        stopper.update(value)
+        stopper.update(value, epoch=i / evals_per_epoch)
         if stopper.should_stop:
             stopped_at = i
             break
@@ -91,11 +94,12 @@ def test_the_best_evaluation_is_kept_not_the_last(make_config, lora_task):
 
 
 def test_patience_stops_a_run_that_stopped_improving(make_config, lora_task):
-    config = make_config("lora", epochs=5, lr=1e-9, evals_per_epoch=6, patience=2, collapse_warmup_epochs=99)
+    # 12 steps an epoch, so an evaluation every 2 steps; half an epoch is 3 evaluations after the best.
+    config = make_config("lora", epochs=5, lr=1e-9, evals_per_epoch=6, patience=0.5, collapse_warmup_epochs=99)
     result = train(config, lora_task, progress=False)
     assert result.status is Status.EARLY_STOPPED
-    assert len(result.history) == 3 and result.best is result.history[0]
-    assert result.steps == 6
+    assert len(result.history) == 4 and result.best is result.history[0]
+    assert result.steps == 8
 
 
 def test_the_callback_can_stop_a_run(make_config, lora_task):

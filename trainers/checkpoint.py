@@ -32,7 +32,7 @@ class Checkpoint:
     history: list[dict[str, Any]]
     best_index: int | None
     best_state: dict[str, torch.Tensor] | None
-    stopper: tuple[float | None, int]
+    stopper: tuple[float | None, float]  # best value, and the epoch it was reached
     rng: dict[str, Any]
 
 

@@ -165,8 +165,8 @@ class TrainConfig:
     metric: MetricName = field(
         default="macro_f1", metadata=_help("validation metric for early stopping and model choice")
     )
-    patience: int = field(
-        default=2, metadata=_help("evaluations without improvement before stopping; 0 never stops")
+    patience: float = field(
+        default=2.0, metadata=_help("epochs without improvement before stopping; 0 never stops")
     )
     evals_per_epoch: int = field(
         default=1,

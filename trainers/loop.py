@@ -100,25 +100,30 @@ class TrainResult:
 
 @dataclass
 class EarlyStopping:
-    """Patience on one metric: stop after ``patience`` evaluations without improvement (0 never)."""
+    """Patience on one metric: stop once ``patience`` epochs pass without improvement (0 never).
 
-    patience: int
+    Counted in epochs, not evaluations, so that reporting more often (``evals_per_epoch``) gives the
+    pruner more chances without making early stopping hastier.
+    """
+
+    patience: float
     maximize: bool
     best: float | None = None
-    waited: int = field(default=0)
+    best_epoch: float = 0.0
+    epoch: float = 0.0
 
-    def update(self, value: float) -> bool:
-        """Record ``value``; return whether it is a new best."""
+    def update(self, value: float, epoch: float) -> bool:
+        """Record ``value``, evaluated at ``epoch``; return whether it is a new best."""
+        self.epoch = epoch
         improved = self.best is None or (value > self.best if self.maximize else value < self.best)
         if improved:
-            self.best, self.waited = value, 0
-        else:
-            self.waited += 1
+            self.best, self.best_epoch = value, epoch
         return improved
 
     @property
     def should_stop(self) -> bool:
-        return self.patience > 0 and self.waited >= self.patience
+        # The tolerance absorbs the rounding of epochs computed as step / steps_per_epoch.
+        return self.patience > 0 and self.epoch - self.best_epoch >= self.patience - 1e-6
 
 
 def collapse_reason(record: EvalRecord, num_labels: int, *, tolerance: float = 0.01) -> str | None:
@@ -224,7 +229,7 @@ def train(
         sampler.passes = saved.sampler_passes
         history = [EvalRecord.from_dict(record) for record in saved.history]
         best = history[saved.best_index] if saved.best_index is not None else None
-        best_state, (stopper.best, stopper.waited) = saved.best_state, saved.stopper
+        best_state, (stopper.best, stopper.best_epoch) = saved.best_state, saved.stopper
         step, seconds_before = saved.step, saved.seconds
         restore_rng(saved.rng)
     model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
@@ -270,7 +275,7 @@ def train(
             metrics = evaluate(model, val_loader, task.validation.labels, task.label_names)
             record = EvalRecord(step, step / steps_per_epoch, *means, validation=metrics)
             history.append(record)
-            if stopper.update(metrics.value(config.metric)):
+            if stopper.update(metrics.value(config.metric), record.epoch):
                 best, best_state = record, trainable_state(accelerator.unwrap_model(model))
             bar.set_postfix(
                 epoch=f"{record.epoch:.2f}",
@@ -286,7 +291,7 @@ def train(
             if reason is None and stopper.should_stop and step < total_steps:
                 status, reason = (
                     Status.EARLY_STOPPED,
-                    f"no {config.metric} improvement in {config.patience} evaluations",
+                    f"no {config.metric} improvement in {config.patience:g} epochs",
                 )
             if reason is not None or step >= total_steps:
                 break
@@ -303,7 +308,7 @@ def train(
                         history=[record.to_dict() for record in history],
                         best_index=history.index(best) if best else None,
                         best_state=best_state,
-                        stopper=(stopper.best, stopper.waited),
+                        stopper=(stopper.best, stopper.best_epoch),
                         rng=capture_rng(),
                     ),
                     checkpoint,
