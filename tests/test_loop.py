@@ -95,7 +95,9 @@ def test_the_best_evaluation_is_kept_not_the_last(make_config, lora_task):
 
 def test_patience_stops_a_run_that_stopped_improving(make_config, lora_task):
     # 12 steps an epoch, so an evaluation every 2 steps; half an epoch is 3 evaluations after the best.
-    config = make_config("lora", epochs=5, lr=1e-9, evals_per_epoch=6, patience=0.5, collapse_warmup_epochs=99)
+    config = make_config(
+        "lora", epochs=5, lr=1e-9, evals_per_epoch=6, patience=0.5, collapse_warmup_epochs=99
+    )
     result = train(config, lora_task, progress=False)
     assert result.status is Status.EARLY_STOPPED
     assert len(result.history) == 4 and result.best is result.history[0]
