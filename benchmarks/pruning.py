@@ -68,7 +68,7 @@ def run_study(arm: Arm, args: argparse.Namespace, workdir: Path) -> dict[str, An
         "--method", args.method, "--trials", str(args.trials), "--pruner", arm.pruner, "--seed", str(args.seed),
         "--study", f"bench-{arm.name}", "--storage", storage, "--wandb-mode", "disabled", "--no-progress",
         "--dataset", args.data, "--teacher", args.teacher, "--epochs", str(args.epochs),
-        "--evals-per-epoch", str(args.evals_per_epoch),
+        "--evals-per-epoch", str(args.evals_per_epoch), "--pruner-warmup-epochs", str(args.pruner_warmup_epochs),
         "--cache-dir", str(args.cache_dir or workdir / "cache"),
         *subset_flags(args),
     ]  # fmt: skip
@@ -107,6 +107,12 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=2,
         help="reports a trial makes each epoch (the pruner's chances)",
+    )
+    parser.add_argument(
+        "--pruner-warmup-epochs",
+        type=float,
+        default=0.0,
+        help="epochs a trial trains before a pruner may judge it (default: 0)",
     )
     parser.add_argument("--seed", type=int, default=0, help="sampler seed, the same for every study")
     parser.add_argument(

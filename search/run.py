@@ -59,6 +59,12 @@ def build_parser() -> ArgumentParser:
     parser.add_argument(
         "--pruner", choices=("median", "hyperband", "none"), default="median", help="(default: median)"
     )
+    parser.add_argument(
+        "--pruner-warmup-epochs",
+        type=float,
+        default=0.0,
+        help="epochs a trial trains before the pruner may judge it (default: 0, from its first report)",
+    )
     parser.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     parser.add_argument(
         "--metric", choices=METRICS, default="macro_f1", help="validation metric (default: macro_f1)"
@@ -126,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         sampler=args.sampler,
         seed=args.seed,
         pruner=args.pruner,
+        pruner_warmup_epochs=args.pruner_warmup_epochs,
         timeout=args.timeout,
         direction="maximize" if maximizes(args.metric) else "minimize",
     )
@@ -133,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     study = open_study(
         settings,
         evaluations=base.epochs * base.evals_per_epoch,
+        evals_per_epoch=base.evals_per_epoch,
         attrs={
             "method": args.method,
             "metric": args.metric,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 import warnings
 from collections import Counter
@@ -32,12 +33,15 @@ class StudySettings:
     sampler: SamplerName = "tpe"
     seed: int = 0
     pruner: PrunerName = "median"
+    pruner_warmup_epochs: float = 0.0
     timeout: float | None = None
     direction: Literal["maximize", "minimize"] = "maximize"
 
     def __post_init__(self) -> None:
         if self.trials < 1:
             raise ToxituneError(f"--trials must be at least 1, but got {self.trials}")
+        if self.pruner_warmup_epochs < 0:
+            raise ToxituneError(f"--pruner-warmup-epochs must be >= 0, but got {self.pruner_warmup_epochs}")
         if self.timeout is not None and self.timeout <= 0:
             raise ToxituneError(f"--timeout must be positive, but got {self.timeout}")
 
@@ -52,18 +56,37 @@ def make_sampler(name: SamplerName, seed: int, offset: int) -> optuna.samplers.B
         return optuna.samplers.TPESampler(seed=seed + offset, multivariate=True, group=True)
 
 
-def make_pruner(name: PrunerName, evaluations: int) -> optuna.pruners.BasePruner:
-    """The pruner; ``evaluations`` is how many times a full trial reports (epochs × evals per epoch)."""
+def make_pruner(name: PrunerName, *, evaluations: int, warmup: int = 0) -> optuna.pruners.BasePruner:
+    """The pruner.
+
+    Args:
+        name: ``median``, ``hyperband`` or ``none``.
+        evaluations: How many times a full trial reports (epochs × evals per epoch).
+        warmup: Reports a trial makes before it may be pruned; the first report is step 1.
+    """
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
+        # Optuna judges a report whose step >= n_warmup_steps; steps count reports from 1.
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=warmup + 1)
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(
-            min_resource=1, max_resource=max(evaluations, 1), reduction_factor=3
+            min_resource=warmup + 1, max_resource=max(evaluations, warmup + 1), reduction_factor=3
         )
     return optuna.pruners.NopPruner()
 
 
-def open_study(settings: StudySettings, *, evaluations: int, attrs: dict[str, object]) -> optuna.Study:
+def warmup_reports(warmup_epochs: float, evals_per_epoch: int) -> int:
+    """Reports a trial makes within its first ``warmup_epochs`` (the pruner judges only later ones).
+
+    Example:
+        >>> warmup_reports(1.0, evals_per_epoch=2)  # reports at epochs 0.5 and 1.0; first judged at 1.5
+        2
+    """
+    return math.ceil(warmup_epochs * evals_per_epoch - 1e-9)
+
+
+def open_study(
+    settings: StudySettings, *, evaluations: int, evals_per_epoch: int, attrs: dict[str, object]
+) -> optuna.Study:
     """Create the study or load it to resume; ``attrs`` must match what it was created with.
 
     Raises:
@@ -77,7 +100,11 @@ def open_study(settings: StudySettings, *, evaluations: int, attrs: dict[str, ob
         storage=storage,
         direction=settings.direction,
         sampler=make_sampler(settings.sampler, settings.seed, offset),
-        pruner=make_pruner(settings.pruner, evaluations),
+        pruner=make_pruner(
+            settings.pruner,
+            evaluations=evaluations,
+            warmup=warmup_reports(settings.pruner_warmup_epochs, evals_per_epoch),
+        ),
         load_if_exists=True,
     )
     for key, value in attrs.items():

@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 
 from search.objective import Objective
 from search.run import main
-from search.study import state_counts, trial_state
+from search.study import make_pruner, state_counts, trial_state, warmup_reports
 from studies.spaces import FloatRange
 from trainers.errors import ConfigError, ToxituneError
 from trainers.prepare import prepare_task
@@ -175,6 +175,7 @@ def test_resume_after_sigkill_loses_and_repeats_no_trial(tiny_checkpoint, toy_da
         (["--method", "lora", "--trials", "2", "--preset", "nope"], "unknown preset 'nope'"),
         (["--method", "lora", "--trials", "2", "--storage", "mysql+nodriver://x"], "cannot open storage"),
         (["--method", "lora", "--trials", "2", "--storage", "just-a-name"], "is not a URL"),
+        (["--method", "lora", "--trials", "2", "--pruner-warmup-epochs", "-1"], "must be >= 0, but got -1.0"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path, args, message):
@@ -249,3 +250,31 @@ def test_too_long_max_length_is_a_config_error(tiny_checkpoint, toy_data, tmp_pa
     ]
     with pytest.raises(ConfigError, match="exceeds the 64 positions"):
         main(args)
+
+
+@pytest.mark.parametrize(
+    ("warmup_epochs", "evals_per_epoch", "reports"),
+    [(0, 2, 0), (0.5, 2, 1), (1, 2, 2), (1, 3, 3), (0.4, 4, 2), (1 / 3, 3, 1)],
+)
+def test_warmup_reports_counts_the_reports_within_the_warmup(warmup_epochs, evals_per_epoch, reports):
+    assert warmup_reports(warmup_epochs, evals_per_epoch) == reports
+
+
+@pytest.mark.parametrize("name", ["median", "hyperband"])
+@pytest.mark.parametrize("warmup", [0, 2])
+def test_the_pruner_judges_a_trial_only_after_its_warmup_reports(name, warmup):
+    # A fixed name: Hyperband puts trials in brackets by hashing it, and brackets judge at different steps.
+    pruner = make_pruner(name, evaluations=6, warmup=warmup)
+    study = optuna.create_study(study_name="warm-up", direction="maximize", pruner=pruner)
+    first_judged = []
+    for value in [0.8] * 6 + [0.1] * 6:  # good trials past the start-up, then bad ones
+        trial = study.ask()
+        for step in range(1, 7):
+            trial.report(value, step)
+            if trial.should_prune():
+                first_judged.append(step)
+                study.tell(trial, state=TrialState.PRUNED)
+                break
+        else:
+            study.tell(trial, value)
+    assert first_judged and min(first_judged) == warmup + 1
