@@ -11,7 +11,10 @@ trial short, as with a plain sweep, and how much of that the pruner and early st
 compare only against baselines in the same run; to run two at once, give each its own ``--arms`` over one
 ``--workdir``, then rerun with all of them, which resumes both and prints the comparison.
 
-    python benchmarks/pruning.py --method lora --trials 20 --train-size 2000 --json pruning.json
+    python benchmarks/pruning.py --method odd --trials 50 --train-size 1000 --eval-size 500 --json pruning.json
+
+``--pruner-warmup-epochs`` keeps the pruner from judging a trial's first reports, where a slow starter
+and a dead one look alike (see benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
