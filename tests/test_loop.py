@@ -175,6 +175,35 @@ def test_an_interrupted_run_continues_from_its_last_epoch(make_config, lora_task
         train(make_config("lora", epochs=5), lora_task, progress=False, checkpoint=checkpoint)
 
 
+def test_a_resumed_run_keeps_its_early_stopping_patience(make_config, lora_task, tmp_path):
+    # No learning, so the first evaluation stays best and patience ends the run at epoch 3.
+    config = make_config("lora", epochs=5, lr=1e-9, patience=2, collapse_warmup_epochs=99)
+    whole = train(config, lora_task, progress=False)
+    assert whole.status is Status.EARLY_STOPPED and len(whole.history) == 3
+
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train(config, lora_task, on_eval=_interrupt_after_first_epoch, progress=False, checkpoint=checkpoint)
+    resumed = train(config, lora_task, progress=False, checkpoint=checkpoint)
+    assert resumed.status is Status.EARLY_STOPPED
+    assert [r.to_dict() for r in resumed.history] == [r.to_dict() for r in whole.history]
+
+
+def test_a_checkpoint_from_another_version_is_a_config_error(make_config, lora_task, tmp_path):
+    config = make_config("lora", epochs=2, patience=0, collapse_warmup_epochs=99)
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train(config, lora_task, on_eval=_interrupt_after_first_epoch, progress=False, checkpoint=checkpoint)
+    torch.save({**torch.load(checkpoint, weights_only=False), "stopper": (0.5, 0)}, checkpoint)
+    with pytest.raises(ConfigError, match="another version of toxitune"):
+        train(config, lora_task, progress=False, checkpoint=checkpoint)
+
+
+def _interrupt_after_first_epoch(record):
+    if record.epoch > 1:
+        raise KeyboardInterrupt
+
+
 def test_a_stop_request_at_the_last_evaluation_keeps_the_finished_run(make_config, lora_task):
     config = make_config("lora", epochs=2, patience=0, collapse_warmup_epochs=99)
     result = train(config, lora_task, on_eval=lambda record: record.epoch >= 2, progress=False)

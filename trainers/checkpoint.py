@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,6 @@ class Checkpoint:
     history: list[dict[str, Any]]
     best_index: int | None
     best_state: dict[str, torch.Tensor] | None
-    stopper: tuple[float | None, float]  # best value, and the epoch it was reached
     rng: dict[str, Any]
 
 
@@ -66,7 +65,12 @@ def load_checkpoint(path: Path, config: TrainConfig) -> Checkpoint | None:
     if not path.exists():
         return None
     # Our own file, written by save_checkpoint: it holds numpy RNG state, which weights_only refuses.
-    checkpoint = Checkpoint(**torch.load(path, weights_only=False))
+    saved = torch.load(path, weights_only=False)
+    if set(saved) != {field.name for field in fields(Checkpoint)}:
+        raise ConfigError(
+            f"{path} was written by another version of toxitune; delete it to start the run over"
+        )
+    checkpoint = Checkpoint(**saved)
     if checkpoint.config != config.to_dict():
         raise ConfigError(f"{path} belongs to a run with other settings; delete it or choose another --out")
     return checkpoint

@@ -229,7 +229,10 @@ def train(
         sampler.passes = saved.sampler_passes
         history = [EvalRecord.from_dict(record) for record in saved.history]
         best = history[saved.best_index] if saved.best_index is not None else None
-        best_state, (stopper.best, stopper.best_epoch) = saved.best_state, saved.stopper
+        best_state = saved.best_state
+        if best is not None:
+            # The stopper's whole state is the best evaluation, which the history already holds.
+            stopper.update(best.validation.value(config.metric), best.epoch)
         step, seconds_before = saved.step, saved.seconds
         restore_rng(saved.rng)
     model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
@@ -308,7 +311,6 @@ def train(
                         history=[record.to_dict() for record in history],
                         best_index=history.index(best) if best else None,
                         best_state=best_state,
-                        stopper=(stopper.best, stopper.best_epoch),
                         rng=capture_rng(),
                     ),
                     checkpoint,
