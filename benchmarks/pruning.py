@@ -15,6 +15,11 @@ compare only against baselines in the same run; to run two at once, give each it
 
 ``--pruner-warmup-epochs`` keeps the pruner from judging a trial's first reports, where a slow starter
 and a dead one look alike (see benchmarks/RESULTS.md).
+
+One sampler seed gives one draw of trials per arm; after the pruner's start-up trials the arms see
+different histories and sample different configurations, so their best F1s differ by sampling luck as
+well as by pruning. ``--seeds 0,1,2`` repeats every arm per seed: steps are summed over seeds, best F1 is
+the mean of each seed's best, and each seed's gap is printed too.
 """
 
 from __future__ import annotations
@@ -64,12 +69,13 @@ ARMS = {
 BASELINES = ("none", "none-unstopped")
 
 
-def run_study(arm: Arm, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    """Run (or resume) the study of ``arm``; return its steps, trial time and best value."""
-    storage = f"sqlite:///{workdir}/{arm.name}.db"
+def run_study(arm: Arm, seed: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """Run (or resume) the study of ``arm`` with sampler ``seed``; return its steps, trial time and best value."""
+    name = f"{arm.name}-seed{seed}"
+    storage = f"sqlite:///{workdir}/{name}.db"
     argv = [
-        "--method", args.method, "--trials", str(args.trials), "--pruner", arm.pruner, "--seed", str(args.seed),
-        "--study", f"bench-{arm.name}", "--storage", storage, "--wandb-mode", "disabled", "--no-progress",
+        "--method", args.method, "--trials", str(args.trials), "--pruner", arm.pruner, "--seed", str(seed),
+        "--study", f"bench-{name}", "--storage", storage, "--wandb-mode", "disabled", "--no-progress",
         "--dataset", args.data, "--teacher", args.teacher, "--epochs", str(args.epochs),
         "--evals-per-epoch", str(args.evals_per_epoch), "--pruner-warmup-epochs", str(args.pruner_warmup_epochs),
         "--cache-dir", str(args.cache_dir or workdir / "cache"),
@@ -78,7 +84,7 @@ def run_study(arm: Arm, args: argparse.Namespace, workdir: Path) -> dict[str, An
     if not arm.early_stopping:
         argv += ["--patience", "0"]
     run.main(argv)
-    study = optuna.load_study(study_name=f"bench-{arm.name}", storage=storage)
+    study = optuna.load_study(study_name=f"bench-{name}", storage=storage)
     best = best_trial(study)
     counts = state_counts(study)
     return {
@@ -91,6 +97,21 @@ def run_study(arm: Arm, args: argparse.Namespace, workdir: Path) -> dict[str, An
         "early_stopped": sum(t.user_attrs.get("status") == "early_stopped" for t in study.trials),
         "failed": counts["collapsed"] + counts["diverged"] + counts["failed"],
     }
+
+
+def total(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """One arm over all seeds: counts, steps and time summed, best value the mean of the seeds' bests."""
+    bests = [r["best_value"] for r in per_seed.values() if r["best_value"] is not None]
+    summed = {key: sum(r[key] for r in per_seed.values()) for key in SUMMED}
+    return {
+        **summed,
+        "seconds": round(summed["seconds"], 1),
+        "best_value": sum(bests) / len(bests) if bests else None,
+        "seeds": per_seed,
+    }
+
+
+SUMMED = ("steps", "seconds", "trials", "pruned", "early_stopped", "failed")
 
 
 def compare(cut: dict[str, Any], full: dict[str, Any]) -> tuple[float, float]:
@@ -117,7 +138,12 @@ def main(argv: list[str] | None = None) -> int:
         default=0.0,
         help="epochs a trial trains before a pruner may judge it (default: 0)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="sampler seed, the same for every study")
+    parser.add_argument(
+        "--seeds",
+        type=_seeds,
+        default=[0],
+        help="comma-separated sampler seeds; every arm runs once per seed (default: 0)",
+    )
     parser.add_argument(
         "--arms",
         default="median,none,none-unstopped",
@@ -133,16 +159,21 @@ def main(argv: list[str] | None = None) -> int:
     if unknown := sorted(set(arms) - set(ARMS)):
         raise ConfigError(f"unknown --arms {', '.join(unknown)}; choose from {', '.join(ARMS)}")
     with working_folder(args.workdir) as workdir:
-        results = {name: run_study(ARMS[name], args, workdir) for name in arms}
+        results = {
+            name: total({seed: run_study(ARMS[name], seed, args, workdir) for seed in args.seeds}) for name in arms
+        }
     print(
-        f"{'study':<15} {'trials':>6} {'pruned':>6} {'stopped':>7} {'failed':>6} {'steps':>7} {'trial s':>8} {'best F1':>8}"
+        f"{'study':<15} {'seed':>5} {'trials':>6} {'pruned':>6} {'stopped':>7} {'failed':>6} {'steps':>7} "
+        f"{'trial s':>8} {'best F1':>8}"
     )
-    for name, r in results.items():
-        best = "-" if r["best_value"] is None else f"{r['best_value']:.4f}"
-        print(
-            f"{name:<15} {r['trials']:>6} {r['pruned']:>6} {r['early_stopped']:>7} {r['failed']:>6} "
-            f"{r['steps']:>7} {r['seconds']:>8} {best:>8}"
-        )
+    for name, result in results.items():
+        rows = [*result["seeds"].items(), ("all", result)] if len(args.seeds) > 1 else [(args.seeds[0], result)]
+        for seed, r in rows:
+            best = "-" if r["best_value"] is None else f"{r['best_value']:.4f}"
+            print(
+                f"{name:<15} {seed:>5} {r['trials']:>6} {r['pruned']:>6} {r['early_stopped']:>7} {r['failed']:>6} "
+                f"{r['steps']:>7} {r['seconds']:>8} {best:>8}"
+            )
     comparisons = {
         (name, baseline): compare(results[name], results[baseline])
         for name in results
@@ -152,7 +183,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     for (name, baseline), (saved, gain) in comparisons.items():
         target = " (target: >=50%, >=-0.5)" if baseline == "none" else ""
-        print(f"{name} against {baseline}: {saved:.0%} fewer steps, best F1 {gain:+.2f} points{target}")
+        pooled = f"over {len(args.seeds)} seeds, mean " if len(args.seeds) > 1 else ""
+        print(f"{name} against {baseline}: {saved:.0%} fewer steps, {pooled}best F1 {gain:+.2f} points{target}")
+        if len(args.seeds) > 1:
+            per_seed = (compare(results[name]["seeds"][s], results[baseline]["seeds"][s]) for s in args.seeds)
+            print("  by seed: " + ", ".join(f"{s}: {sv:.0%} / {g:+.2f}" for s, (sv, g) in zip(args.seeds, per_seed)))
     write_json(
         args.json,
         {
@@ -166,6 +201,16 @@ def main(argv: list[str] | None = None) -> int:
         },
     )
     return 0
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"{text!r} repeats a seed")
+    return seeds
 
 
 if __name__ == "__main__":

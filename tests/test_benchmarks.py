@@ -3,6 +3,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import subprocess
 import sys
 from pathlib import Path
 
@@ -98,3 +99,34 @@ def test_quality_quick_run_scores_recipe_and_tuned_per_method(
     printed = capsys.readouterr().out
     assert "tuned beats recipe by >= 2 points for every method" in printed
     assert "tuned LoRA within 1 point of the best student (even)" in printed
+
+
+def test_pruning_over_several_seeds_sums_steps_and_averages_best_f1(
+    tiny_checkpoint, toy_data, tmp_path, monkeypatch, capsys
+):
+    out = tmp_path / "pruning.json"
+    argv = [
+        "--quick", "--data", str(toy_data), "--teacher", str(tiny_checkpoint), "--max-length", "32",
+        "--workdir", str(tmp_path / "work"), "--arms", "median,none", "--seeds", "3,4",
+        "--json", str(out),
+    ]  # fmt: skip
+    assert _load("pruning", monkeypatch).main(argv) == 0
+    figures = json.loads(out.read_text())
+    for name in ("median", "none"):
+        seeds = figures[name]["seeds"]
+        assert set(seeds) == {"3", "4"}
+        assert figures[name]["steps"] == sum(s["steps"] for s in seeds.values()) > 0
+        assert figures[name]["trials"] == sum(s["trials"] for s in seeds.values())
+        assert figures[name]["best_value"] == pytest.approx(sum(s["best_value"] for s in seeds.values()) / 2)
+    printed = capsys.readouterr().out
+    assert "over 2 seeds, mean best F1" in printed and "by seed: 3:" in printed
+
+
+@pytest.mark.parametrize("seeds", ["1,x", "2,2"])
+def test_pruning_rejects_bad_seeds_in_one_line(seeds, tmp_path):
+    script = BENCHMARKS / "pruning.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--seeds", seeds, "--workdir", str(tmp_path)], capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "--seeds" in result.stderr
