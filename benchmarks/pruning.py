@@ -160,14 +160,17 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(f"unknown --arms {', '.join(unknown)}; choose from {', '.join(ARMS)}")
     with working_folder(args.workdir) as workdir:
         results = {
-            name: total({seed: run_study(ARMS[name], seed, args, workdir) for seed in args.seeds}) for name in arms
+            name: total({seed: run_study(ARMS[name], seed, args, workdir) for seed in args.seeds})
+            for name in arms
         }
     print(
         f"{'study':<15} {'seed':>5} {'trials':>6} {'pruned':>6} {'stopped':>7} {'failed':>6} {'steps':>7} "
         f"{'trial s':>8} {'best F1':>8}"
     )
     for name, result in results.items():
-        rows = [*result["seeds"].items(), ("all", result)] if len(args.seeds) > 1 else [(args.seeds[0], result)]
+        rows = (
+            [*result["seeds"].items(), ("all", result)] if len(args.seeds) > 1 else [(args.seeds[0], result)]
+        )
         for seed, r in rows:
             best = "-" if r["best_value"] is None else f"{r['best_value']:.4f}"
             print(
@@ -184,10 +187,12 @@ def main(argv: list[str] | None = None) -> int:
     for (name, baseline), (saved, gain) in comparisons.items():
         target = " (target: >=50%, >=-0.5)" if baseline == "none" else ""
         pooled = f"over {len(args.seeds)} seeds, mean " if len(args.seeds) > 1 else ""
-        print(f"{name} against {baseline}: {saved:.0%} fewer steps, {pooled}best F1 {gain:+.2f} points{target}")
+        print(
+            f"{name} against {baseline}: {saved:.0%} fewer steps, {pooled}best F1 {gain:+.2f} points{target}"
+        )
         if len(args.seeds) > 1:
-            per_seed = (compare(results[name]["seeds"][s], results[baseline]["seeds"][s]) for s in args.seeds)
-            print("  by seed: " + ", ".join(f"{s}: {sv:.0%} / {g:+.2f}" for s, (sv, g) in zip(args.seeds, per_seed)))
+            gaps = {s: compare(results[name]["seeds"][s], results[baseline]["seeds"][s]) for s in args.seeds}
+            print("  by seed: " + ", ".join(f"{s}: {sv:.0%} / {g:+.2f}" for s, (sv, g) in gaps.items()))
     write_json(
         args.json,
         {

@@ -126,7 +126,9 @@ def test_pruning_over_several_seeds_sums_steps_and_averages_best_f1(
 def test_pruning_rejects_bad_seeds_in_one_line(seeds, tmp_path):
     script = BENCHMARKS / "pruning.py"
     result = subprocess.run(
-        [sys.executable, str(script), "--seeds", seeds, "--workdir", str(tmp_path)], capture_output=True, text=True
+        [sys.executable, str(script), "--seeds", seeds, "--workdir", str(tmp_path)],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "--seeds" in result.stderr
