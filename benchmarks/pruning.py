@@ -42,8 +42,9 @@ from benchmarks.common import (  # noqa: E402
     working_folder,
     write_json,
 )
+from reports.replay import replay_pruner  # noqa: E402
 from search import run  # noqa: E402
-from search.study import best_trial, state_counts  # noqa: E402
+from search.study import best_trial, make_pruner, state_counts, warmup_reports  # noqa: E402
 from trainers.cli import ArgumentParser, run_main  # noqa: E402
 from trainers.errors import ConfigError  # noqa: E402
 
@@ -69,13 +70,18 @@ ARMS = {
 BASELINES = ("none", "none-unstopped")
 
 
+def study_location(arm: Arm, seed: int, workdir: Path) -> tuple[str, str]:
+    """Name and storage URL of ``arm``'s study with sampler ``seed``."""
+    name = f"{arm.name}-seed{seed}"
+    return f"bench-{name}", f"sqlite:///{workdir}/{name}.db"
+
+
 def run_study(arm: Arm, seed: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """Run (or resume) the study of ``arm`` with sampler ``seed``; return its steps, trial time and best value."""
-    name = f"{arm.name}-seed{seed}"
-    storage = f"sqlite:///{workdir}/{name}.db"
+    name, storage = study_location(arm, seed, workdir)
     argv = [
         "--method", args.method, "--trials", str(args.trials), "--pruner", arm.pruner, "--seed", str(seed),
-        "--study", f"bench-{name}", "--storage", storage, "--wandb-mode", "disabled", "--no-progress",
+        "--study", name, "--storage", storage, "--wandb-mode", "disabled", "--no-progress",
         "--dataset", args.data, "--teacher", args.teacher, "--epochs", str(args.epochs),
         "--evals-per-epoch", str(args.evals_per_epoch), "--pruner-warmup-epochs", str(args.pruner_warmup_epochs),
         "--cache-dir", str(args.cache_dir or workdir / "cache"),
@@ -84,7 +90,7 @@ def run_study(arm: Arm, seed: int, args: argparse.Namespace, workdir: Path) -> d
     if not arm.early_stopping:
         argv += ["--patience", "0"]
     run.main(argv)
-    study = optuna.load_study(study_name=f"bench-{name}", storage=storage)
+    study = optuna.load_study(study_name=name, storage=storage)
     best = best_trial(study)
     counts = state_counts(study)
     return {
@@ -118,6 +124,32 @@ def compare(cut: dict[str, Any], full: dict[str, Any]) -> tuple[float, float]:
     """Share of ``full``'s training steps that ``cut`` saved, and its best-F1 gain in points."""
     saved = 1 - cut["steps"] / full["steps"] if full["steps"] else 0.0
     return saved, ((cut["best_value"] or 0) - (full["best_value"] or 0)) * 100
+
+
+def replay_baseline(args: argparse.Namespace, workdir: Path) -> dict[str, dict[str, Any]]:
+    """Each pruner of :data:`REPLAYED` replayed over the ``none`` studies' trials (summed over seeds)."""
+    studies = []
+    for seed in args.seeds:
+        name, storage = study_location(ARMS["none"], seed, workdir)
+        studies.append(optuna.load_study(study_name=name, storage=storage))
+    results = {}
+    for name, warmup_epochs in REPLAYED:
+        pruner = {
+            "evaluations": args.epochs * args.evals_per_epoch,
+            "warmup": warmup_reports(warmup_epochs, args.evals_per_epoch),
+        }
+        replays = [replay_pruner(s.trials, make_pruner(name, **pruner), s.direction) for s in studies]
+        steps, full_steps = sum(r.steps for r in replays), sum(r.full_steps for r in replays)
+        gaps = [(r.best_value or 0) - (r.full_best_value or 0) for r in replays]
+        results[f"{name}, warm-up {warmup_epochs:g} epochs"] = {
+            "pruned": sum(r.pruned for r in replays),
+            "steps_saved": 1 - steps / full_steps if full_steps else 0.0,
+            "f1_gain_points": 100 * sum(gaps) / len(gaps),
+        }
+    return results
+
+
+REPLAYED = (("median", 0.0), ("median", 0.5), ("median", 1.0), ("hyperband", 0.0), ("hyperband", 0.5))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
             name: total({seed: run_study(ARMS[name], seed, args, workdir) for seed in args.seeds})
             for name in arms
         }
+        replays = replay_baseline(args, workdir) if "none" in arms else {}
     print(
         f"{'study':<15} {'seed':>5} {'trials':>6} {'pruned':>6} {'stopped':>7} {'failed':>6} {'steps':>7} "
         f"{'trial s':>8} {'best F1':>8}"
@@ -193,10 +226,18 @@ def main(argv: list[str] | None = None) -> int:
         if len(args.seeds) > 1:
             gaps = {s: compare(results[name]["seeds"][s], results[baseline]["seeds"][s]) for s in args.seeds}
             print("  by seed: " + ", ".join(f"{s}: {sv:.0%} / {g:+.2f}" for s, (sv, g) in gaps.items()))
+    if replays:
+        print("The none studies' trials replayed through each pruner (the same draws, so pruning alone):")
+        for label, r in replays.items():
+            print(
+                f"  {label:<32} {r['pruned']:>3} cut, {r['steps_saved']:.0%} fewer steps, "
+                f"best F1 {r['f1_gain_points']:+.2f} points"
+            )
     write_json(
         args.json,
         {
             **results,
+            "replay_of_none": replays,
             **{
                 f"{name}_vs_{baseline}": {"steps_saved": saved, "f1_gain_points": gain}
                 for (name, baseline), (saved, gain) in comparisons.items()

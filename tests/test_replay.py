@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.study import StudyDirection
+from optuna.trial import TrialState
+
+from reports.replay import replay_pruner
+
+# Two steady trials, then a late bloomer that ends best: the median pruner judges it by its first reports.
+CURVES = ([0.5, 0.7, 0.8], [0.6, 0.7, 0.9], [0.1, 0.2, 0.95])
+
+
+def _study_without_pruner(extra_states: tuple[TrialState, ...] = ()) -> optuna.Study:
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
+    for curve in CURVES:
+        trial = study.ask()
+        for step, value in enumerate(curve, 1):
+            trial.report(value, step)
+        trial.set_user_attr("steps", 30)
+        study.tell(trial, curve[-1])
+    for state in extra_states:
+        trial = study.ask()
+        trial.report(0.9, 1)  # would beat the median, but the trial ended cut short (e.g. collapsed)
+        trial.set_user_attr("steps", 10)
+        study.tell(trial, state=state)
+    return study
+
+
+def _replay(study: optuna.Study, **median):
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=2, **median)
+    return replay_pruner(study.trials, pruner, study.direction)
+
+
+def test_median_pruner_cuts_the_late_bloomer_at_its_first_report():
+    replay = _replay(_study_without_pruner(), n_warmup_steps=0)
+    assert replay.pruned == 1
+    assert replay.steps == 30 + 30 + 10 and replay.full_steps == 90
+    assert replay.steps_saved == pytest.approx(20 / 90)
+    assert (replay.best_value, replay.full_best_value) == (0.9, 0.95)
+
+
+def test_a_warm_up_spares_the_first_reports_and_charges_for_them():
+    replay = _replay(_study_without_pruner(), n_warmup_steps=2)  # step 1 not judged; step 2 is
+    assert replay.pruned == 1 and replay.steps == 30 + 30 + 20
+
+
+def test_without_a_pruner_the_replay_is_the_study():
+    study = _study_without_pruner()
+    replay = replay_pruner(study.trials, optuna.pruners.NopPruner(), StudyDirection.MAXIMIZE)
+    assert (replay.pruned, replay.steps, replay.steps_saved) == (0, 90, 0.0)
+    assert replay.best_value == replay.full_best_value == 0.95
+
+
+def test_trials_cut_short_stay_cut_and_unfinished_ones_are_skipped():
+    study = _study_without_pruner(extra_states=(TrialState.PRUNED, TrialState.FAIL))
+    study.ask()  # still running: no steps to charge yet
+    replay = _replay(study, n_warmup_steps=0)
+    assert replay.full_steps == 90 + 10 + 10 and replay.steps == 70 + 10 + 10
+    assert replay.pruned == 1  # only the late bloomer: the others end as they did
+    assert replay.full_best_value == 0.95 and replay.best_value == 0.9
+
+
+def test_minimising_studies_keep_the_lowest_value():
+    study = optuna.create_study(direction="minimize")
+    for value in (0.3, 0.2):
+        trial = study.ask()
+        trial.report(value, 1)
+        trial.set_user_attr("steps", 5)
+        study.tell(trial, value)
+    replay = replay_pruner(study.trials, optuna.pruners.NopPruner(), study.direction)
+    assert replay.best_value == replay.full_best_value == 0.2
