@@ -42,9 +42,9 @@ from benchmarks.common import (  # noqa: E402
     working_folder,
     write_json,
 )
-from reports.replay import replay_pruner  # noqa: E402
+from reports.replay import PRUNER_SETTINGS, replay_pruner_settings  # noqa: E402
 from search import run  # noqa: E402
-from search.study import best_trial, make_pruner, state_counts, warmup_reports  # noqa: E402
+from search.study import best_trial, state_counts  # noqa: E402
 from trainers.cli import ArgumentParser, run_main  # noqa: E402
 from trainers.errors import ConfigError  # noqa: E402
 
@@ -127,29 +127,27 @@ def compare(cut: dict[str, Any], full: dict[str, Any]) -> tuple[float, float]:
 
 
 def replay_baseline(args: argparse.Namespace, workdir: Path) -> dict[str, dict[str, Any]]:
-    """Each pruner of :data:`REPLAYED` replayed over the ``none`` studies' trials (summed over seeds)."""
-    studies = []
+    """The ``none`` studies' trials replayed through each of toxitune's pruner settings, over all seeds."""
+    replays = []
     for seed in args.seeds:
         name, storage = study_location(ARMS["none"], seed, workdir)
-        studies.append(optuna.load_study(study_name=name, storage=storage))
+        study = optuna.load_study(study_name=name, storage=storage)
+        replays.append(
+            replay_pruner_settings(
+                study.trials, study.direction, epochs=args.epochs, evals_per_epoch=args.evals_per_epoch
+            )
+        )
     results = {}
-    for name, warmup_epochs in REPLAYED:
-        pruner = {
-            "evaluations": args.epochs * args.evals_per_epoch,
-            "warmup": warmup_reports(warmup_epochs, args.evals_per_epoch),
-        }
-        replays = [replay_pruner(s.trials, make_pruner(name, **pruner), s.direction) for s in studies]
-        steps, full_steps = sum(r.steps for r in replays), sum(r.full_steps for r in replays)
-        gaps = [(r.best_value or 0) - (r.full_best_value or 0) for r in replays]
-        results[f"{name}, warm-up {warmup_epochs:g} epochs"] = {
-            "pruned": sum(r.pruned for r in replays),
+    for pruner, warmup in PRUNER_SETTINGS:
+        runs = [by_setting[pruner, warmup] for by_setting in replays]
+        steps, full_steps = sum(r.steps for r in runs), sum(r.full_steps for r in runs)
+        gaps = [(r.best_value or 0) - (r.full_best_value or 0) for r in runs]
+        results[f"{pruner}, warm-up {warmup:g} epochs"] = {
+            "pruned": sum(r.pruned for r in runs),
             "steps_saved": 1 - steps / full_steps if full_steps else 0.0,
             "f1_gain_points": 100 * sum(gaps) / len(gaps),
         }
     return results
-
-
-REPLAYED = (("median", 0.0), ("median", 0.5), ("median", 1.0), ("hyperband", 0.0), ("hyperband", 0.5))
 
 
 def main(argv: list[str] | None = None) -> int:

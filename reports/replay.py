@@ -20,6 +20,17 @@ from optuna.storages import InMemoryStorage
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from search.study import PrunerName, make_pruner, warmup_reports
+
+# toxitune's pruners at warm-ups worth comparing: none, half an epoch, one epoch.
+PRUNER_SETTINGS: tuple[tuple[PrunerName, float], ...] = (
+    ("median", 0.0),
+    ("median", 0.5),
+    ("median", 1.0),
+    ("hyperband", 0.0),
+    ("hyperband", 0.5),
+)
+
 
 @dataclass(frozen=True)
 class Replay:
@@ -98,3 +109,20 @@ def replay_pruner(
         best_value=pick_best(kept) if kept else None,
         full_best_value=pick_best(full) if full else None,
     )
+
+
+def replay_pruner_settings(
+    trials: Sequence[FrozenTrial], direction: StudyDirection, *, epochs: int, evals_per_epoch: int
+) -> dict[tuple[PrunerName, float], Replay]:
+    """:func:`replay_pruner` for each (pruner, warm-up epochs) of :data:`PRUNER_SETTINGS`, as ``search.run``
+    would build it for trials of ``epochs`` epochs with ``evals_per_epoch`` reports each."""
+    return {
+        (name, warmup): replay_pruner(
+            trials,
+            make_pruner(
+                name, evaluations=epochs * evals_per_epoch, warmup=warmup_reports(warmup, evals_per_epoch)
+            ),
+            direction,
+        )
+        for name, warmup in PRUNER_SETTINGS
+    }

@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
+from reports.replay import replay_pruner_settings  # noqa: E402
 from search.export import load_study  # noqa: E402
 from search.storage import DEFAULT_STORAGE  # noqa: E402
 from search.study import best_trial, trial_rows, trial_state  # noqa: E402
@@ -71,7 +72,35 @@ def summary_markdown(study: optuna.Study, rows: list[dict[str, Any]], weights: d
     if weights:
         lines += ["", "| parameter | importance |", "|---|---:|"]
         lines += [f"| {name} | {weight:.3f} |" for name, weight in weights.items()]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + pruning_replay_markdown(study)) + "\n"
+
+
+def pruning_replay_markdown(study: optuna.Study) -> list[str]:
+    """For a study no pruner cut: what each pruner setting would have saved on its trials (see
+    :mod:`reports.replay`). Empty when a pruner acted (its trials lack later reports) or before the
+    median pruner's five start-up trials have finished."""
+    trials = study.get_trials(deepcopy=False)
+    base = study.user_attrs.get("base_config") or {}
+    finished = [t for t in trials if t.state.is_finished()]
+    if any(t.user_attrs.get("status") == "pruned" for t in trials) or len(finished) <= 5 or not base:
+        return []
+    replays = replay_pruner_settings(
+        trials, study.direction, epochs=base["epochs"], evals_per_epoch=base["evals_per_epoch"]
+    )
+    lines = [
+        "",
+        "## What a pruner would have saved",
+        "",
+        "No trial of this study was pruned. Its trials, replayed in order through each pruner: the same",
+        "configurations, so the difference is pruning alone (pass `--pruner` to `search.run`).",
+        "",
+        "| pruner | warm-up (epochs) | trials cut | training steps saved | best value kept |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for (name, warmup), replay in replays.items():
+        best = "-" if replay.best_value is None else f"{replay.best_value:.4f}"
+        lines.append(f"| {name} | {warmup:g} | {replay.pruned} | {replay.steps_saved:.0%} | {best} |")
+    return lines
 
 
 def plot_history(study: optuna.Study, path: Path) -> None:

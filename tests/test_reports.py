@@ -53,3 +53,29 @@ def test_a_study_without_completed_trials_still_reports(tmp_path):
     study = optuna.create_study(study_name="empty", storage=f"sqlite:///{tmp_path}/e.db")
     written = write_report(study, tmp_path / "r")
     assert [p.name for p in written] == ["trials.csv", "summary.md", "history.png", "curves.png"]
+
+
+def _unpruned_study(tmp_path) -> optuna.Study:
+    study = optuna.create_study(study_name="sweep", storage=f"sqlite:///{tmp_path}/u.db", direction="maximize")
+    study.set_user_attr("base_config", {"epochs": 2, "evals_per_epoch": 1})
+    # Six steady trials, then a late bloomer that ends best; the median pruner judges its first epoch.
+    curves = [{1: 0.6 + 0.01 * i, 2: 0.7 + 0.01 * i} for i in range(6)] + [{1: 0.3, 2: 0.9}]
+    for curve in curves:
+        study.add_trial(create_trial(value=curve[2], intermediate_values=curve, user_attrs={"steps": 100}))
+    return study
+
+
+def test_a_study_no_pruner_cut_reports_what_each_pruner_would_have_saved(tmp_path):
+    write_report(_unpruned_study(tmp_path), tmp_path / "r")
+    summary = (tmp_path / "r" / "summary.md").read_text()
+    assert "## What a pruner would have saved" in summary
+    assert "| median | 0 | 1 | 7% | 0.7500 |" in summary  # cut after 50 of 700 steps: loses the best
+    assert "| median | 0.5 | 0 | 0% | 0.9000 |" in summary  # judged from epoch 2 on: keeps it
+
+
+def test_a_study_a_pruner_acted_on_has_no_replay(tmp_path):
+    storage, out = _study(tmp_path), tmp_path / "report"
+    study = optuna.load_study(study_name="demo", storage=storage)
+    study.set_user_attr("base_config", {"epochs": 2, "evals_per_epoch": 1})
+    assert main(["--study", "demo", "--storage", storage, "--out", str(out)]) == 0
+    assert "would have saved" not in (out / "summary.md").read_text()
