@@ -71,6 +71,7 @@ def replay_pruner(
         >>> replay.steps_saved, replay.best_value  # doctest: +SKIP
     """
     study = optuna.create_study(
+        study_name="replay",  # Hyperband assigns brackets by hashing the study name: keep replays repeatable
         storage=InMemoryStorage(),
         direction=direction,
         pruner=pruner,

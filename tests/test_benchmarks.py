@@ -69,6 +69,7 @@ def test_pruning_quick_run_compares_both_pruners_and_resumes(
     arms = ("median", "none", "none-unstopped")
     for name in arms:
         assert first[name]["trials"] == 6 and first[name]["steps"] > 0
+        assert first[name]["examples"] >= first[name]["steps"] * 8  # the space's smallest batch
     assert first["none"]["pruned"] == first["none-unstopped"]["pruned"] == 0
     assert first["none-unstopped"]["early_stopped"] == 0
     assert first["none-unstopped"]["steps"] >= first["none"]["steps"]
