@@ -56,7 +56,9 @@ def test_a_study_without_completed_trials_still_reports(tmp_path):
 
 
 def _unpruned_study(tmp_path) -> optuna.Study:
-    study = optuna.create_study(study_name="sweep", storage=f"sqlite:///{tmp_path}/u.db", direction="maximize")
+    study = optuna.create_study(
+        study_name="sweep", storage=f"sqlite:///{tmp_path}/u.db", direction="maximize"
+    )
     study.set_user_attr("base_config", {"epochs": 2, "evals_per_epoch": 1})
     # Six steady trials, then a late bloomer that ends best; the median pruner judges its first epoch.
     curves = [{1: 0.6 + 0.01 * i, 2: 0.7 + 0.01 * i} for i in range(6)] + [{1: 0.3, 2: 0.9}]
