@@ -82,7 +82,10 @@ def pruning_replay_markdown(study: optuna.Study) -> list[str]:
     trials = study.get_trials(deepcopy=False)
     base = study.user_attrs.get("base_config") or {}
     finished = [t for t in trials if t.state.is_finished()]
-    if any(t.user_attrs.get("status") == "pruned" for t in trials) or len(finished) <= 5 or not base:
+    # Studies from before evals_per_epoch existed cannot say how many reports an epoch holds.
+    if "evals_per_epoch" not in base or len(finished) <= 5:
+        return []
+    if any(t.user_attrs.get("status") == "pruned" for t in trials):
         return []
     replays = replay_pruner_settings(
         trials, study.direction, epochs=base["epochs"], evals_per_epoch=base["evals_per_epoch"]
