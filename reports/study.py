@@ -198,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     args = parser.parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the replay's in-memory studies announce themselves
     for path in write_report(load_study(args.study, args.storage), args.out):
         print(f"wrote {path}")
     return 0
