@@ -23,7 +23,7 @@ from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 from reports.replay import replay_pruner_settings  # noqa: E402
 from search.export import load_study  # noqa: E402
 from search.storage import DEFAULT_STORAGE  # noqa: E402
-from search.study import best_trial, trial_rows, trial_state  # noqa: E402
+from search.study import MEDIAN_STARTUP_TRIALS, best_trial, trial_rows, trial_state  # noqa: E402
 from trainers.cli import ArgumentParser, run_main  # noqa: E402
 
 STATE_COLOURS = {
@@ -83,9 +83,9 @@ def pruning_replay_markdown(study: optuna.Study) -> list[str]:
     base = study.user_attrs.get("base_config") or {}
     finished = [t for t in trials if t.state.is_finished()]
     # Studies from before evals_per_epoch existed cannot say how many reports an epoch holds.
-    if "evals_per_epoch" not in base or len(finished) <= 5:
+    if "evals_per_epoch" not in base or len(finished) <= MEDIAN_STARTUP_TRIALS:
         return []
-    if any(t.user_attrs.get("status") == "pruned" for t in trials):
+    if any(trial_state(t) == "pruned" for t in trials):
         return []
     replays = replay_pruner_settings(
         trials, study.direction, epochs=base["epochs"], evals_per_epoch=base["evals_per_epoch"]

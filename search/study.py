@@ -56,6 +56,10 @@ def make_sampler(name: SamplerName, seed: int, offset: int) -> optuna.samplers.B
         return optuna.samplers.TPESampler(seed=seed + offset, multivariate=True, group=True)
 
 
+# Trials the median pruner lets finish before it judges any: its medians need a few full curves.
+MEDIAN_STARTUP_TRIALS = 5
+
+
 def make_pruner(name: PrunerName, *, evaluations: int, warmup: int = 0) -> optuna.pruners.BasePruner:
     """The pruner.
 
@@ -66,7 +70,7 @@ def make_pruner(name: PrunerName, *, evaluations: int, warmup: int = 0) -> optun
     """
     if name == "median":
         # Optuna judges a report whose step >= n_warmup_steps; steps count reports from 1.
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=warmup + 1)
+        return optuna.pruners.MedianPruner(n_startup_trials=MEDIAN_STARTUP_TRIALS, n_warmup_steps=warmup + 1)
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(
             min_resource=warmup + 1, max_resource=max(evaluations, warmup + 1), reduction_factor=3
