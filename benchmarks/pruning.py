@@ -44,7 +44,7 @@ from benchmarks.common import (  # noqa: E402
     working_folder,
     write_json,
 )
-from reports.replay import PRUNER_SETTINGS, replay_pruner_settings  # noqa: E402
+from reports.replay import PRUNER_SETTINGS, replay_report_rates  # noqa: E402
 from search import run  # noqa: E402
 from search.study import best_trial, state_counts  # noqa: E402
 from trainers.cli import ArgumentParser, run_main  # noqa: E402
@@ -133,27 +133,29 @@ def compare(cut: dict[str, Any], full: dict[str, Any]) -> tuple[float, float, fl
     return steps, examples, ((cut["best_value"] or 0) - (full["best_value"] or 0)) * 100
 
 
-def replay_baseline(args: argparse.Namespace, workdir: Path) -> dict[str, dict[str, Any]]:
-    """The ``none`` studies' trials replayed through each of toxitune's pruner settings, over all seeds."""
+def replay_baseline(args: argparse.Namespace, workdir: Path) -> dict[int, dict[str, dict[str, Any]]]:
+    """The ``none`` studies' trials replayed through each of toxitune's pruner settings, over all seeds,
+    at the study's reports an epoch and at each rate that divides it (keyed by reports an epoch)."""
     replays = []
     for seed in args.seeds:
         name, storage = study_location(ARMS["none"], seed, workdir)
         study = optuna.load_study(study_name=name, storage=storage)
         replays.append(
-            replay_pruner_settings(
+            replay_report_rates(
                 study.trials, study.direction, epochs=args.epochs, evals_per_epoch=args.evals_per_epoch
             )
         )
-    results = {}
-    for pruner, warmup in PRUNER_SETTINGS:
-        runs = [by_setting[pruner, warmup] for by_setting in replays]
-        steps, full_steps = sum(r.steps for r in runs), sum(r.full_steps for r in runs)
-        gaps = [(r.best_value or 0) - (r.full_best_value or 0) for r in runs]
-        results[f"{pruner}, warm-up {warmup:g} epochs"] = {
-            "pruned": sum(r.pruned for r in runs),
-            "steps_saved": 1 - steps / full_steps if full_steps else 0.0,
-            "f1_gain_points": 100 * sum(gaps) / len(gaps),
-        }
+    results: dict[int, dict[str, dict[str, Any]]] = {}
+    for rate in replays[0]:
+        for pruner, warmup in PRUNER_SETTINGS:
+            runs = [by_rate[rate][pruner, warmup] for by_rate in replays]
+            steps, full_steps = sum(r.steps for r in runs), sum(r.full_steps for r in runs)
+            gaps = [(r.best_value or 0) - (r.full_best_value or 0) for r in runs]
+            results.setdefault(rate, {})[f"{pruner}, warm-up {warmup:g} epochs"] = {
+                "pruned": sum(r.pruned for r in runs),
+                "steps_saved": 1 - steps / full_steps if full_steps else 0.0,
+                "f1_gain_points": 100 * sum(gaps) / len(gaps),
+            }
     return results
 
 
@@ -232,9 +234,12 @@ def main(argv: list[str] | None = None) -> int:
         if len(args.seeds) > 1:
             gaps = {s: compare(results[name]["seeds"][s], results[baseline]["seeds"][s]) for s in args.seeds}
             print("  by seed: " + ", ".join(f"{s}: {sv:.0%} / {g:+.2f}" for s, (sv, _, g) in gaps.items()))
-    if replays:
-        print("The none studies' trials replayed through each pruner (the same draws, so pruning alone):")
-        for label, r in replays.items():
+    for rate, by_setting in replays.items():
+        print(
+            f"The none studies' trials replayed through each pruner at {rate} report(s) an epoch "
+            "(the same draws, so pruning alone):"
+        )
+        for label, r in by_setting.items():
             print(
                 f"  {label:<32} {r['pruned']:>3} cut, {r['steps_saved']:.0%} fewer steps, "
                 f"best F1 {r['f1_gain_points']:+.2f} points"
@@ -243,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json,
         {
             **results,
-            "replay_of_none": replays,
+            "replay_of_none": {f"{rate} reports/epoch": r for rate, r in replays.items()},
             **{
                 f"{name}_vs_{baseline}": {
                     "steps_saved": saved,

@@ -8,10 +8,15 @@ pruner differ by sampling luck as well; a replay holds the draws fixed and measu
 
 Steps are charged pro rata: a trial cut at its k-th of n reports is charged k/n of its steps, which is
 exact when its evaluations are evenly spaced (``evals_per_epoch`` does that).
+
+:func:`thin_reports` drops reports from the curves, so one study run with, say, four evaluations an
+epoch also shows what a pruner would have made of two or one: more reports give the pruner earlier
+chances to cut, and cost an evaluation each.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -112,6 +117,30 @@ def replay_pruner(
     )
 
 
+def thin_reports(trials: Sequence[FrozenTrial], every: int) -> list[FrozenTrial]:
+    """``trials`` as if each had reported only every ``every``-th time, renumbered 1, 2, ….
+
+    Each trial keeps its reports ``every``, ``2 * every``, … and its last one (where early stopping or a
+    failure ended it). A report's value is the trial's best so far, which counts the evaluations
+    dropped in between: a trial that evaluated less often could have missed a peak there, so a thinned
+    replay's best values are, if anything, a little high.
+
+    Example:
+        >>> [t.intermediate_values for t in thin_reports(study.trials, 2)]  # doctest: +SKIP
+        [{1: 0.61, 2: 0.70, 3: 0.72}, ...]  # from reports 2, 4, 6 of six
+    """
+    if every < 1:
+        raise ValueError(f"every must be positive, but got {every}")
+    thinned = []
+    for trial in trials:
+        curve = [value for _, value in sorted(trial.intermediate_values.items())]
+        kept = [value for k, value in enumerate(curve, 1) if k % every == 0 or k == len(curve)]
+        thin = copy.copy(trial)  # shallow: the curve is replaced, never changed in place
+        thin.intermediate_values = dict(enumerate(kept, 1))
+        thinned.append(thin)
+    return thinned
+
+
 def replay_pruner_settings(
     trials: Sequence[FrozenTrial], direction: StudyDirection, *, epochs: int, evals_per_epoch: int
 ) -> dict[tuple[PrunerName, float], Replay]:
@@ -126,4 +155,19 @@ def replay_pruner_settings(
             direction,
         )
         for name, warmup in PRUNER_SETTINGS
+    }
+
+
+def replay_report_rates(
+    trials: Sequence[FrozenTrial], direction: StudyDirection, *, epochs: int, evals_per_epoch: int
+) -> dict[int, dict[tuple[PrunerName, float], Replay]]:
+    """:func:`replay_pruner_settings` at ``evals_per_epoch`` reports an epoch and at each rate that divides
+    it (via :func:`thin_reports`), keyed by reports an epoch, most first: what reporting less often costs
+    the pruner."""
+    return {
+        evals_per_epoch // every: replay_pruner_settings(
+            thin_reports(trials, every), direction, epochs=epochs, evals_per_epoch=evals_per_epoch // every
+        )
+        for every in range(1, evals_per_epoch + 1)
+        if evals_per_epoch % every == 0
     }

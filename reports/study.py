@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
-from reports.replay import replay_pruner_settings  # noqa: E402
+from reports.replay import replay_report_rates  # noqa: E402
 from search.export import load_study  # noqa: E402
 from search.storage import DEFAULT_STORAGE  # noqa: E402
 from search.study import MEDIAN_STARTUP_TRIALS, best_trial, trial_rows, trial_state  # noqa: E402
@@ -87,7 +87,7 @@ def pruning_replay_markdown(study: optuna.Study) -> list[str]:
         return []
     if any(trial_state(t) == "pruned" for t in trials):
         return []
-    replays = replay_pruner_settings(
+    by_rate = replay_report_rates(
         trials, study.direction, epochs=base["epochs"], evals_per_epoch=base["evals_per_epoch"]
     )
     lines = [
@@ -95,14 +95,18 @@ def pruning_replay_markdown(study: optuna.Study) -> list[str]:
         "## What a pruner would have saved",
         "",
         "No trial of this study was pruned. Its trials, replayed in order through each pruner: the same",
-        "configurations, so the difference is pruning alone (pass `--pruner` to `search.run`).",
+        "configurations, so the difference is pruning alone (pass `--pruner` to `search.run`). Fewer",
+        "reports an epoch than the study made are its curves thinned out (`--evals-per-epoch`).",
         "",
-        "| pruner | warm-up (epochs) | trials cut | training steps saved | best value kept |",
-        "|---|---:|---:|---:|---:|",
+        "| reports an epoch | pruner | warm-up (epochs) | trials cut | training steps saved | best value kept |",
+        "|---:|---|---:|---:|---:|---:|",
     ]
-    for (name, warmup), replay in replays.items():
-        best = "-" if replay.best_value is None else f"{replay.best_value:.4f}"
-        lines.append(f"| {name} | {warmup:g} | {replay.pruned} | {replay.steps_saved:.0%} | {best} |")
+    for rate, replays in by_rate.items():
+        for (name, warmup), replay in replays.items():
+            best = "-" if replay.best_value is None else f"{replay.best_value:.4f}"
+            lines.append(
+                f"| {rate} | {name} | {warmup:g} | {replay.pruned} | {replay.steps_saved:.0%} | {best} |"
+            )
     return lines
 
 

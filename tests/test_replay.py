@@ -5,7 +5,8 @@ import pytest
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
-from reports.replay import replay_pruner
+from reports.replay import replay_pruner, replay_report_rates, thin_reports
+from search.study import MEDIAN_STARTUP_TRIALS
 
 # Two steady trials, then a late bloomer that ends best: the median pruner judges it by its first reports.
 CURVES = ([0.5, 0.7, 0.8], [0.6, 0.7, 0.9], [0.1, 0.2, 0.95])
@@ -70,3 +71,35 @@ def test_minimising_studies_keep_the_lowest_value():
         study.tell(trial, value)
     replay = replay_pruner(study.trials, optuna.pruners.NopPruner(), study.direction)
     assert replay.best_value == replay.full_best_value == 0.2
+
+
+def test_thinned_reports_keep_every_nth_and_the_last():
+    study = optuna.create_study(direction="maximize")
+    for curve in ([0.1, 0.2, 0.3, 0.4], [0.5, 0.6, 0.7]):  # the second ended early, at an odd report
+        trial = study.ask()
+        for step, value in enumerate(curve, 1):
+            trial.report(value, step)
+        study.tell(trial, curve[-1])
+    thinned = thin_reports(study.trials, 2)
+    assert [t.intermediate_values for t in thinned] == [{1: 0.2, 2: 0.4}, {1: 0.6, 2: 0.7}]
+    assert study.trials[0].intermediate_values == {1: 0.1, 2: 0.2, 3: 0.3, 4: 0.4}, "originals untouched"
+    assert [t.value for t in thinned] == [0.4, 0.7]
+    with pytest.raises(ValueError, match="every must be positive"):
+        thin_reports(study.trials, 0)
+
+
+def test_fewer_reports_give_the_pruner_a_later_first_chance():
+    # Five steady trials (the median pruner's start-up), then a late bloomer. With three reports an
+    # epoch the median cuts it at its first; thinned to one, its only report is its best, and it stays.
+    study = optuna.create_study(direction="maximize")
+    for curve in [[0.5, 0.6, 0.7]] * MEDIAN_STARTUP_TRIALS + [[0.1, 0.2, 0.95]]:
+        trial = study.ask()
+        for step, value in enumerate(curve, 1):
+            trial.report(value, step)
+        trial.set_user_attr("steps", 30)
+        study.tell(trial, curve[-1])
+    replays = replay_report_rates(study.trials, study.direction, epochs=1, evals_per_epoch=3)
+    assert list(replays) == [3, 1]
+    every_report, once = replays[3]["median", 0.0], replays[1]["median", 0.0]
+    assert (every_report.pruned, every_report.steps, every_report.best_value) == (1, 160, 0.7)
+    assert (once.pruned, once.steps, once.best_value) == (0, 180, 0.95)

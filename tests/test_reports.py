@@ -55,11 +55,11 @@ def test_a_study_without_completed_trials_still_reports(tmp_path):
     assert [p.name for p in written] == ["trials.csv", "summary.md", "history.png", "curves.png"]
 
 
-def _unpruned_study(tmp_path) -> optuna.Study:
+def _unpruned_study(tmp_path, epochs: int = 2, evals_per_epoch: int = 1) -> optuna.Study:
     study = optuna.create_study(
         study_name="sweep", storage=f"sqlite:///{tmp_path}/u.db", direction="maximize"
     )
-    study.set_user_attr("base_config", {"epochs": 2, "evals_per_epoch": 1})
+    study.set_user_attr("base_config", {"epochs": epochs, "evals_per_epoch": evals_per_epoch})
     # Six steady trials, then a late bloomer that ends best; the median pruner judges its first epoch.
     curves = [{1: 0.6 + 0.01 * i, 2: 0.7 + 0.01 * i} for i in range(6)] + [{1: 0.3, 2: 0.9}]
     for curve in curves:
@@ -71,8 +71,17 @@ def test_a_study_no_pruner_cut_reports_what_each_pruner_would_have_saved(tmp_pat
     write_report(_unpruned_study(tmp_path), tmp_path / "r")
     summary = (tmp_path / "r" / "summary.md").read_text()
     assert "## What a pruner would have saved" in summary
-    assert "| median | 0 | 1 | 7% | 0.7500 |" in summary  # cut after 50 of 700 steps: loses the best
-    assert "| median | 0.5 | 0 | 0% | 0.9000 |" in summary  # judged from epoch 2 on: keeps it
+    assert "| 1 | median | 0 | 1 | 7% | 0.7500 |" in summary  # cut after 50 of 700 steps: loses the best
+    assert "| 1 | median | 0.5 | 0 | 0% | 0.9000 |" in summary  # judged from epoch 2 on: keeps it
+
+
+def test_the_replay_also_shows_fewer_reports_an_epoch(tmp_path):
+    # The same curves as two reports in one epoch: thinned to one report, the late bloomer's only
+    # report is its best, and the median pruner keeps it.
+    write_report(_unpruned_study(tmp_path, epochs=1, evals_per_epoch=2), tmp_path / "r")
+    summary = (tmp_path / "r" / "summary.md").read_text()
+    assert "| 2 | median | 0 | 1 | 7% | 0.7500 |" in summary
+    assert "| 1 | median | 0 | 0 | 0% | 0.9000 |" in summary
 
 
 def test_a_study_a_pruner_acted_on_has_no_replay(tmp_path):
