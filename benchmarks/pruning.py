@@ -16,7 +16,8 @@ compare only against baselines in the same run; to run two at once, give each it
     python benchmarks/pruning.py --method odd --trials 50 --train-size 1000 --eval-size 500 --json pruning.json
 
 ``--pruner-warmup-epochs`` keeps the pruner from judging a trial's first reports, where a slow starter
-and a dead one look alike (see benchmarks/RESULTS.md).
+and a dead one look alike (see benchmarks/RESULTS.md); ``--pruner-patience-epochs`` instead lets it cut
+from the first reports but spares a trial whose best is still rising.
 
 One sampler seed gives one draw of trials per arm; after the pruner's start-up trials the arms see
 different histories and sample different configurations, so their best F1s differ by sampling luck as
@@ -86,6 +87,7 @@ def run_study(arm: Arm, seed: int, args: argparse.Namespace, workdir: Path) -> d
         "--study", name, "--storage", storage, "--wandb-mode", "disabled", "--no-progress",
         "--dataset", args.data, "--teacher", args.teacher, "--epochs", str(args.epochs),
         "--evals-per-epoch", str(args.evals_per_epoch), "--pruner-warmup-epochs", str(args.pruner_warmup_epochs),
+        "--pruner-patience-epochs", str(args.pruner_patience_epochs),
         "--cache-dir", str(args.cache_dir or workdir / "cache"),
         *subset_flags(args),
     ]  # fmt: skip
@@ -147,11 +149,11 @@ def replay_baseline(args: argparse.Namespace, workdir: Path) -> dict[int, dict[s
         )
     results: dict[int, dict[str, dict[str, Any]]] = {}
     for rate in replays[0]:
-        for pruner, warmup in PRUNER_SETTINGS:
-            runs = [by_rate[rate][pruner, warmup] for by_rate in replays]
+        for setting in PRUNER_SETTINGS:
+            runs = [by_rate[rate][setting] for by_rate in replays]
             steps, full_steps = sum(r.steps for r in runs), sum(r.full_steps for r in runs)
             gaps = [(r.best_value or 0) - (r.full_best_value or 0) for r in runs]
-            results.setdefault(rate, {})[f"{pruner}, warm-up {warmup:g} epochs"] = {
+            results.setdefault(rate, {})[setting.label] = {
                 "pruned": sum(r.pruned for r in runs),
                 "steps_saved": 1 - steps / full_steps if full_steps else 0.0,
                 "f1_gain_points": 100 * sum(gaps) / len(gaps),
@@ -176,6 +178,12 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=0.0,
         help="epochs a trial trains before a pruner may judge it (default: 0)",
+    )
+    parser.add_argument(
+        "--pruner-patience-epochs",
+        type=float,
+        default=0.0,
+        help="epochs a trial's best must stay flat before a pruner may cut it (default: 0)",
     )
     parser.add_argument(
         "--seeds",
@@ -241,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         for label, r in by_setting.items():
             print(
-                f"  {label:<32} {r['pruned']:>3} cut, {r['steps_saved']:.0%} fewer steps, "
+                f"  {label:<50} {r['pruned']:>3} cut, {r['steps_saved']:.0%} fewer steps, "
                 f"best F1 {r['f1_gain_points']:+.2f} points"
             )
     write_json(

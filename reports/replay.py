@@ -25,15 +25,47 @@ from optuna.storages import InMemoryStorage
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from search.study import PrunerName, make_pruner, warmup_reports
+from search.pruners import PrunerName, make_pruner, reports_within
 
-# toxitune's pruners at warm-ups worth comparing: none, half an epoch, one epoch.
-PRUNER_SETTINGS: tuple[tuple[PrunerName, float], ...] = (
-    ("median", 0.0),
-    ("median", 0.5),
-    ("median", 1.0),
-    ("hyperband", 0.0),
-    ("hyperband", 0.5),
+
+@dataclass(frozen=True)
+class PrunerSetting:
+    """A pruner as ``search.run`` builds it from ``--pruner``, ``--pruner-warmup-epochs`` and
+    ``--pruner-patience-epochs``."""
+
+    name: PrunerName
+    warmup_epochs: float = 0.0
+    patience_epochs: float = 0.0
+
+    def build(self, *, epochs: int, evals_per_epoch: int) -> optuna.pruners.BasePruner:
+        """The pruner for trials of ``epochs`` epochs with ``evals_per_epoch`` reports each."""
+        return make_pruner(
+            self.name,
+            evaluations=epochs * evals_per_epoch,
+            warmup=reports_within(self.warmup_epochs, evals_per_epoch),
+            patience=reports_within(self.patience_epochs, evals_per_epoch),
+        )
+
+    @property
+    def label(self) -> str:
+        """E.g. ``median, warm-up 0.5 epochs, patience 0.25 epochs``."""
+        parts = [self.name, f"warm-up {self.warmup_epochs:g} epochs"]
+        if self.patience_epochs:
+            parts.append(f"patience {self.patience_epochs:g} epochs")
+        return ", ".join(parts)
+
+
+# toxitune's pruners at settings worth comparing: warm-ups of none, half an epoch and one; sparing trials
+# whose best rose within the last quarter or half epoch.
+PRUNER_SETTINGS: tuple[PrunerSetting, ...] = (
+    PrunerSetting("median"),
+    PrunerSetting("median", warmup_epochs=0.5),
+    PrunerSetting("median", warmup_epochs=1.0),
+    PrunerSetting("median", patience_epochs=0.25),
+    PrunerSetting("median", patience_epochs=0.5),
+    PrunerSetting("hyperband"),
+    PrunerSetting("hyperband", warmup_epochs=0.5),
+    PrunerSetting("hyperband", patience_epochs=0.25),
 )
 
 
@@ -143,24 +175,20 @@ def thin_reports(trials: Sequence[FrozenTrial], every: int) -> list[FrozenTrial]
 
 def replay_pruner_settings(
     trials: Sequence[FrozenTrial], direction: StudyDirection, *, epochs: int, evals_per_epoch: int
-) -> dict[tuple[PrunerName, float], Replay]:
-    """:func:`replay_pruner` for each (pruner, warm-up epochs) of :data:`PRUNER_SETTINGS`, as ``search.run``
-    would build it for trials of ``epochs`` epochs with ``evals_per_epoch`` reports each."""
+) -> dict[PrunerSetting, Replay]:
+    """:func:`replay_pruner` for each of :data:`PRUNER_SETTINGS`, as ``search.run`` would build it for
+    trials of ``epochs`` epochs with ``evals_per_epoch`` reports each."""
     return {
-        (name, warmup): replay_pruner(
-            trials,
-            make_pruner(
-                name, evaluations=epochs * evals_per_epoch, warmup=warmup_reports(warmup, evals_per_epoch)
-            ),
-            direction,
+        setting: replay_pruner(
+            trials, setting.build(epochs=epochs, evals_per_epoch=evals_per_epoch), direction
         )
-        for name, warmup in PRUNER_SETTINGS
+        for setting in PRUNER_SETTINGS
     }
 
 
 def replay_report_rates(
     trials: Sequence[FrozenTrial], direction: StudyDirection, *, epochs: int, evals_per_epoch: int
-) -> dict[int, dict[tuple[PrunerName, float], Replay]]:
+) -> dict[int, dict[PrunerSetting, Replay]]:
     """:func:`replay_pruner_settings` at ``evals_per_epoch`` reports an epoch and at each rate that divides
     it (via :func:`thin_reports`), keyed by reports an epoch, most first: what reporting less often costs
     the pruner."""

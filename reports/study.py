@@ -22,8 +22,9 @@ from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
 from reports.replay import replay_report_rates  # noqa: E402
 from search.export import load_study  # noqa: E402
+from search.pruners import MEDIAN_STARTUP_TRIALS  # noqa: E402
 from search.storage import DEFAULT_STORAGE  # noqa: E402
-from search.study import MEDIAN_STARTUP_TRIALS, best_trial, trial_rows, trial_state  # noqa: E402
+from search.study import best_trial, trial_rows, trial_state  # noqa: E402
 from trainers.cli import ArgumentParser, run_main  # noqa: E402
 
 STATE_COLOURS = {
@@ -95,17 +96,20 @@ def pruning_replay_markdown(study: optuna.Study) -> list[str]:
         "## What a pruner would have saved",
         "",
         "No trial of this study was pruned. Its trials, replayed in order through each pruner: the same",
-        "configurations, so the difference is pruning alone (pass `--pruner` to `search.run`). Fewer",
-        "reports an epoch than the study made are its curves thinned out (`--evals-per-epoch`).",
+        "configurations, so the difference is pruning alone (pass `--pruner`, `--pruner-warmup-epochs` and",
+        "`--pruner-patience-epochs` to `search.run`). Fewer reports an epoch than the study made are its",
+        "curves thinned out (`--evals-per-epoch`).",
         "",
-        "| reports an epoch | pruner | warm-up (epochs) | trials cut | training steps saved | best value kept |",
-        "|---:|---|---:|---:|---:|---:|",
+        "| reports an epoch | pruner | warm-up (epochs) | patience (epochs) | trials cut | training steps saved "
+        "| best value kept |",
+        "|---:|---|---:|---:|---:|---:|---:|",
     ]
     for rate, replays in by_rate.items():
-        for (name, warmup), replay in replays.items():
+        for setting, replay in replays.items():
             best = "-" if replay.best_value is None else f"{replay.best_value:.4f}"
             lines.append(
-                f"| {rate} | {name} | {warmup:g} | {replay.pruned} | {replay.steps_saved:.0%} | {best} |"
+                f"| {rate} | {setting.name} | {setting.warmup_epochs:g} | {setting.patience_epochs:g} "
+                f"| {replay.pruned} | {replay.steps_saved:.0%} | {best} |"
             )
     return lines
 

@@ -65,6 +65,13 @@ def build_parser() -> ArgumentParser:
         default=0.0,
         help="epochs a trial trains before the pruner may judge it (default: 0, from its first report)",
     )
+    parser.add_argument(
+        "--pruner-patience-epochs",
+        type=float,
+        default=0.0,
+        help="spare a trial the pruner would cut while its best improved within this many epochs "
+        "(default: 0, cut on the pruner's word)",
+    )
     parser.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     parser.add_argument(
         "--metric", choices=METRICS, default="macro_f1", help="validation metric (default: macro_f1)"
@@ -133,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         pruner=args.pruner,
         pruner_warmup_epochs=args.pruner_warmup_epochs,
+        pruner_patience_epochs=args.pruner_patience_epochs,
         timeout=args.timeout,
         direction="maximize" if maximizes(args.metric) else "minimize",
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import time
 import warnings
 from collections import Counter
@@ -14,11 +13,11 @@ from typing import Any, Literal
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from search.pruners import PrunerName, make_pruner, reports_within
 from search.storage import fail_orphaned_trials, open_storage
 from trainers.errors import ToxituneError
 
 SamplerName = Literal["tpe", "random"]
-PrunerName = Literal["median", "hyperband", "none"]
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 MAX_FAILURES_IN_A_ROW = 3
 
@@ -34,6 +33,7 @@ class StudySettings:
     seed: int = 0
     pruner: PrunerName = "median"
     pruner_warmup_epochs: float = 0.0
+    pruner_patience_epochs: float = 0.0
     timeout: float | None = None
     direction: Literal["maximize", "minimize"] = "maximize"
 
@@ -42,6 +42,10 @@ class StudySettings:
             raise ToxituneError(f"--trials must be at least 1, but got {self.trials}")
         if self.pruner_warmup_epochs < 0:
             raise ToxituneError(f"--pruner-warmup-epochs must be >= 0, but got {self.pruner_warmup_epochs}")
+        if self.pruner_patience_epochs < 0:
+            raise ToxituneError(
+                f"--pruner-patience-epochs must be >= 0, but got {self.pruner_patience_epochs}"
+            )
         if self.timeout is not None and self.timeout <= 0:
             raise ToxituneError(f"--timeout must be positive, but got {self.timeout}")
 
@@ -54,38 +58,6 @@ def make_sampler(name: SamplerName, seed: int, offset: int) -> optuna.samplers.B
         # Experimental in Optuna, but they let TPE model parameters jointly (lr with batch size, loss weights).
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.samplers.TPESampler(seed=seed + offset, multivariate=True, group=True)
-
-
-# Trials the median pruner lets finish before it judges any: its medians need a few full curves.
-MEDIAN_STARTUP_TRIALS = 5
-
-
-def make_pruner(name: PrunerName, *, evaluations: int, warmup: int = 0) -> optuna.pruners.BasePruner:
-    """The pruner.
-
-    Args:
-        name: ``median``, ``hyperband`` or ``none``.
-        evaluations: How many times a full trial reports (epochs × evals per epoch).
-        warmup: Reports a trial makes before it may be pruned; the first report is step 1.
-    """
-    if name == "median":
-        # Optuna judges a report whose step >= n_warmup_steps; steps count reports from 1.
-        return optuna.pruners.MedianPruner(n_startup_trials=MEDIAN_STARTUP_TRIALS, n_warmup_steps=warmup + 1)
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(
-            min_resource=warmup + 1, max_resource=max(evaluations, warmup + 1), reduction_factor=3
-        )
-    return optuna.pruners.NopPruner()
-
-
-def warmup_reports(warmup_epochs: float, evals_per_epoch: int) -> int:
-    """Reports a trial makes within its first ``warmup_epochs`` (the pruner judges only later ones).
-
-    Example:
-        >>> warmup_reports(1.0, evals_per_epoch=2)  # reports at epochs 0.5 and 1.0; first judged at 1.5
-        2
-    """
-    return math.ceil(warmup_epochs * evals_per_epoch - 1e-9)
 
 
 def open_study(
@@ -107,7 +79,8 @@ def open_study(
         pruner=make_pruner(
             settings.pruner,
             evaluations=evaluations,
-            warmup=warmup_reports(settings.pruner_warmup_epochs, evals_per_epoch),
+            warmup=reports_within(settings.pruner_warmup_epochs, evals_per_epoch),
+            patience=reports_within(settings.pruner_patience_epochs, evals_per_epoch),
         ),
         load_if_exists=True,
     )

@@ -5,8 +5,8 @@ import pytest
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
-from reports.replay import replay_pruner, replay_report_rates, thin_reports
-from search.study import MEDIAN_STARTUP_TRIALS
+from reports.replay import PrunerSetting, replay_pruner, replay_report_rates, thin_reports
+from search.pruners import MEDIAN_STARTUP_TRIALS
 
 # Two steady trials, then a late bloomer that ends best: the median pruner judges it by its first reports.
 CURVES = ([0.5, 0.7, 0.8], [0.6, 0.7, 0.9], [0.1, 0.2, 0.95])
@@ -100,6 +100,6 @@ def test_fewer_reports_give_the_pruner_a_later_first_chance():
         study.tell(trial, curve[-1])
     replays = replay_report_rates(study.trials, study.direction, epochs=1, evals_per_epoch=3)
     assert list(replays) == [3, 1]
-    every_report, once = replays[3]["median", 0.0], replays[1]["median", 0.0]
+    every_report, once = replays[3][PrunerSetting("median")], replays[1][PrunerSetting("median")]
     assert (every_report.pruned, every_report.steps, every_report.best_value) == (1, 160, 0.7)
     assert (once.pruned, once.steps, once.best_value) == (0, 180, 0.95)

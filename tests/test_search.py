@@ -12,8 +12,9 @@ import pytest
 from optuna.trial import TrialState
 
 from search.objective import Objective
+from search.pruners import make_pruner, reports_within
 from search.run import main
-from search.study import make_pruner, state_counts, trial_state, warmup_reports
+from search.study import state_counts, trial_state
 from studies.spaces import FloatRange
 from trainers.errors import ConfigError, ToxituneError
 from trainers.prepare import prepare_task
@@ -176,6 +177,10 @@ def test_resume_after_sigkill_loses_and_repeats_no_trial(tiny_checkpoint, toy_da
         (["--method", "lora", "--trials", "2", "--storage", "mysql+nodriver://x"], "cannot open storage"),
         (["--method", "lora", "--trials", "2", "--storage", "just-a-name"], "is not a URL"),
         (["--method", "lora", "--trials", "2", "--pruner-warmup-epochs", "-1"], "must be >= 0, but got -1.0"),
+        (
+            ["--method", "lora", "--trials", "2", "--pruner-patience-epochs", "-1"],
+            "must be >= 0, but got -1.0",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path, args, message):
@@ -256,8 +261,8 @@ def test_too_long_max_length_is_a_config_error(tiny_checkpoint, toy_data, tmp_pa
     ("warmup_epochs", "evals_per_epoch", "reports"),
     [(0, 2, 0), (0.5, 2, 1), (1, 2, 2), (1, 3, 3), (0.4, 4, 2), (1 / 3, 3, 1)],
 )
-def test_warmup_reports_counts_the_reports_within_the_warmup(warmup_epochs, evals_per_epoch, reports):
-    assert warmup_reports(warmup_epochs, evals_per_epoch) == reports
+def test_reports_within_counts_the_reports_in_the_first_epochs(warmup_epochs, evals_per_epoch, reports):
+    assert reports_within(warmup_epochs, evals_per_epoch) == reports
 
 
 @pytest.mark.parametrize("name", ["median", "hyperband"])
