@@ -26,6 +26,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from search.pruners import PrunerName, make_pruner, reports_within
+from trainers.config import maximizes
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,35 @@ def thin_reports(trials: Sequence[FrozenTrial], every: int) -> list[FrozenTrial]
         thin.intermediate_values = dict(enumerate(kept, 1))
         thinned.append(thin)
     return thinned
+
+
+def signal_curves(trials: Sequence[FrozenTrial], metric: str, direction: StudyDirection) -> list[FrozenTrial]:
+    """``trials`` as if each had reported its best validation ``metric`` so far instead of the study's.
+
+    Read from the ``evaluations`` user attribute (every evaluation's metrics) that ``search.run`` trials
+    keep, so a pruner can be replayed on a signal the study did not report: ``roc_auc`` or ``loss``
+    still move while a trial predicts only the majority class, where its F1 is tied with every other
+    such trial's. The signal is turned to the study's ``direction`` (a minimised loss is negated in a
+    maximised study); trial values stay those of the study's metric. Trials without the attribute
+    (studies from before it existed) are dropped.
+
+    Example:
+        >>> auc_trials = signal_curves(study.trials, "roc_auc", study.direction)  # doctest: +SKIP
+        >>> replay_pruner(auc_trials, optuna.pruners.MedianPruner(), study.direction)  # doctest: +SKIP
+    """
+    sign = 1.0 if maximizes(metric) == (direction == StudyDirection.MAXIMIZE) else -1.0
+    pick_best = max if direction == StudyDirection.MAXIMIZE else min
+    curves = []
+    for trial in trials:
+        if "evaluations" not in trial.user_attrs:
+            continue
+        best: list[float] = []
+        for evaluation in trial.user_attrs["evaluations"]:
+            best.append(pick_best([*best, sign * evaluation[metric]]))
+        signalled = copy.copy(trial)  # shallow: the curve is replaced, never changed in place
+        signalled.intermediate_values = dict(enumerate(best, 1))
+        curves.append(signalled)
+    return curves
 
 
 def replay_pruner_settings(

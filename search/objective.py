@@ -53,12 +53,16 @@ class Objective:
             enabled=self.progress,
         )
         reported: list[float] = []
+        # Every evaluation's metrics, not only the reported one, so a replay can judge other signals.
+        evaluations: list[dict[str, float]] = []
         pick_best = max if maximizes(config.metric) else min
 
         def on_eval(record: EvalRecord) -> bool:
             # The best value so far, not the latest: a trial is worth its best epoch, which it keeps.
             reported.append(pick_best([*reported, record.validation.value(config.metric)]))
             trial.report(reported[-1], step=len(reported))
+            evaluations.append({"epoch": record.epoch, **record.validation.scalars()})
+            trial.set_user_attr("evaluations", evaluations)
             self.tracker.log_eval(record.to_dict())
             line.update(record.epoch, record.validation.value(config.metric))
             return trial.should_prune()
@@ -89,14 +93,7 @@ class Objective:
             "seconds": round(result.seconds, 1),
             "best_epoch": best.epoch if best else None,
             "value": value,
-            **(
-                {
-                    f"best_val_{k}": best.validation.value(k)
-                    for k in ("loss", "accuracy", "weighted_f1", "macro_f1")
-                }
-                if best
-                else {}
-            ),
+            **({f"best_val_{k}": v for k, v in best.validation.scalars().items()} if best else {}),
         }
         for key, item in summary.items():
             trial.set_user_attr(key, item)

@@ -48,6 +48,7 @@ EVAL_KEYS: dict[str, tuple[str, ...]] = {
     "val/accuracy": ("validation", "accuracy"),
     "val/weighted_f1": ("validation", "weighted_f1"),
     "val/macro_f1": ("validation", "macro_f1"),
+    "val/roc_auc": ("validation", "roc_auc"),
     "epoch": ("epoch",),
 }
 

@@ -37,7 +37,7 @@ def test_early_stopping_table(patience, evals_per_epoch, maximize, values, stop_
 
 
 def _record(confusion, train_cls):
-    metrics = Metrics(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, {}, confusion)
+    metrics = Metrics(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.5, {}, confusion)
     return EvalRecord(10, 1.0, train_cls, train_cls, 0.0, 0.0, metrics)
 
 
@@ -189,12 +189,25 @@ def test_a_resumed_run_keeps_its_early_stopping_patience(make_config, lora_task,
     assert [r.to_dict() for r in resumed.history] == [r.to_dict() for r in whole.history]
 
 
-def test_a_checkpoint_from_another_version_is_a_config_error(make_config, lora_task, tmp_path):
+def _with_stopper_field(saved: dict) -> dict:
+    return {**saved, "stopper": (0.5, 0)}
+
+
+def _without_roc_auc(saved: dict) -> dict:
+    history = [
+        {**r, "validation": {k: v for k, v in r["validation"].items() if k != "roc_auc"}}
+        for r in saved["history"]
+    ]
+    return {**saved, "history": history}
+
+
+@pytest.mark.parametrize("old_format", [_with_stopper_field, _without_roc_auc])
+def test_a_checkpoint_from_another_version_is_a_config_error(make_config, lora_task, tmp_path, old_format):
     config = make_config("lora", epochs=2, patience=0, collapse_warmup_epochs=99)
     checkpoint = tmp_path / "run" / "checkpoint.pt"
     with pytest.raises(KeyboardInterrupt):
         train(config, lora_task, on_eval=_interrupt_after_first_epoch, progress=False, checkpoint=checkpoint)
-    torch.save({**torch.load(checkpoint, weights_only=False), "stopper": (0.5, 0)}, checkpoint)
+    torch.save(old_format(torch.load(checkpoint, weights_only=False)), checkpoint)
     with pytest.raises(ConfigError, match="another version of toxitune"):
         train(config, lora_task, progress=False, checkpoint=checkpoint)
 

@@ -5,7 +5,7 @@ import pytest
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
-from reports.replay import PrunerSetting, replay_pruner, replay_report_rates, thin_reports
+from reports.replay import PrunerSetting, replay_pruner, replay_report_rates, signal_curves, thin_reports
 from search.pruners import MEDIAN_STARTUP_TRIALS
 
 # Two steady trials, then a late bloomer that ends best: the median pruner judges it by its first reports.
@@ -103,3 +103,25 @@ def test_fewer_reports_give_the_pruner_a_later_first_chance():
     every_report, once = replays[3][PrunerSetting("median")], replays[1][PrunerSetting("median")]
     assert (every_report.pruned, every_report.steps, every_report.best_value) == (1, 160, 0.7)
     assert (once.pruned, once.steps, once.best_value) == (0, 180, 0.95)
+
+
+def test_signal_curves_replay_the_best_of_another_metric_in_the_studys_direction():
+    study = optuna.create_study(direction="maximize")
+    evaluations = [
+        {"epoch": 0.5, "macro_f1": 0.40, "roc_auc": 0.70, "loss": 0.60},
+        {"epoch": 1.0, "macro_f1": 0.40, "roc_auc": 0.65, "loss": 0.50},
+        {"epoch": 1.5, "macro_f1": 0.70, "roc_auc": 0.80, "loss": 0.55},
+    ]
+    study.add_trial(
+        optuna.trial.create_trial(
+            value=0.7,
+            intermediate_values={1: 0.4, 2: 0.4, 3: 0.7},
+            user_attrs={"evaluations": evaluations},
+        )
+    )
+    study.add_trial(optuna.trial.create_trial(value=0.5, intermediate_values={1: 0.5}))  # no evaluations kept
+    [auc] = signal_curves(study.trials, "roc_auc", study.direction)
+    assert auc.intermediate_values == {1: 0.70, 2: 0.70, 3: 0.80} and auc.value == 0.7
+    [loss] = signal_curves(study.trials, "loss", study.direction)
+    assert loss.intermediate_values == {1: -0.60, 2: -0.50, 3: -0.50}
+    assert study.trials[0].intermediate_values == {1: 0.4, 2: 0.4, 3: 0.7}, "originals untouched"

@@ -57,6 +57,11 @@ def test_a_study_runs_end_to_end_for_each_method(tiny_checkpoint, toy_data, tmp_
     for trial in trials:
         assert trial.user_attrs["config"]["method"] == method
         assert trial.intermediate_values, "each trial reports its validation metric"
+        evaluations = trial.user_attrs["evaluations"]
+        assert len(evaluations) == len(trial.intermediate_values), "and keeps every evaluation's metrics"
+        assert max(e["macro_f1"] for e in evaluations) == pytest.approx(
+            max(trial.intermediate_values.values())
+        )
     if method != "lora":
         weights = [trials[0].user_attrs[k] for k in ("w_cls", "w_div", "w_cos")]
         assert sum(weights) == pytest.approx(1.0)

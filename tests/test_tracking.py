@@ -47,6 +47,7 @@ def eval_record(step: int, epoch: float, macro_f1: float, train_loss: float) -> 
         recall=0.7,
         weighted_f1=0.68,
         macro_f1=macro_f1,
+        roc_auc=0.8,
         per_class={"toxic": {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 10}},
         confusion=[[5, 1], [2, 3]],
     )
@@ -80,6 +81,7 @@ def test_offline_trial_is_read_back(tmp_path: Path, capsys: pytest.CaptureFixtur
         "val/loss",
         "val/accuracy",
         "val/weighted_f1",
+        "val/roc_auc",
         "epoch",
     } <= set(run.history[0])
     assert run.summary["state"] == "pruned"

@@ -13,6 +13,7 @@ import torch
 from trainers.cache import save_tensors
 from trainers.config import TrainConfig
 from trainers.errors import ConfigError
+from trainers.evaluate import Metrics
 
 
 @dataclass
@@ -66,7 +67,10 @@ def load_checkpoint(path: Path, config: TrainConfig) -> Checkpoint | None:
         return None
     # Our own file, written by save_checkpoint: it holds numpy RNG state, which weights_only refuses.
     saved = torch.load(path, weights_only=False)
-    if set(saved) != {field.name for field in fields(Checkpoint)}:
+    validation_fields = {field.name for field in fields(Metrics)}
+    if set(saved) != {field.name for field in fields(Checkpoint)} or any(
+        set(record["validation"]) != validation_fields for record in saved.get("history", [])
+    ):
         raise ConfigError(
             f"{path} was written by another version of toxitune; delete it to start the run over"
         )

@@ -9,7 +9,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -22,6 +28,8 @@ class Metrics:
     """Metrics of one model on one split.
 
     ``precision``, ``recall`` and ``weighted_f1`` are support-weighted, as in the original study;
+    ``roc_auc`` ranks the predicted class probabilities, so it moves while every prediction is still the
+    majority class (one-vs-rest macro average beyond two classes; NaN when the split holds one class);
     ``per_class`` maps each label name to its precision, recall, F1 and support, and
     ``confusion[i][j]`` counts examples of label ``i`` predicted as ``j``.
     """
@@ -32,12 +40,17 @@ class Metrics:
     recall: float
     weighted_f1: float
     macro_f1: float
+    roc_auc: float
     per_class: dict[str, dict[str, float]]
     confusion: list[list[int]]
 
     def value(self, name: str) -> float:
         """The scalar metric called ``name`` (``macro_f1``, ``accuracy``, ``weighted_f1`` or ``loss``)."""
         return float(getattr(self, name))
+
+    def scalars(self) -> dict[str, float]:
+        """Every single-number metric, by name (precision and recall left out: F1 summarises them)."""
+        return {name: self.value(name) for name in ("loss", "accuracy", "weighted_f1", "macro_f1", "roc_auc")}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,9 +77,18 @@ def metrics_from_logits(logits: torch.Tensor, labels: torch.Tensor, label_names:
         recall=float(recall),
         weighted_f1=float(weighted_f1),
         macro_f1=float(f1_score(y_true, y_pred, labels=classes, average="macro", zero_division=0)),
+        roc_auc=_roc_auc(y_true, logits.float().softmax(dim=-1).numpy(), classes),
         per_class=per_class,
         confusion=confusion_matrix(y_true, y_pred, labels=classes).tolist(),
     )
+
+
+def _roc_auc(y_true: np.ndarray, probabilities: np.ndarray, classes: np.ndarray) -> float:
+    if len(np.unique(y_true)) < 2:
+        return float("nan")
+    if len(classes) == 2:
+        return float(roc_auc_score(y_true, probabilities[:, 1]))
+    return float(roc_auc_score(y_true, probabilities, labels=classes, multi_class="ovr", average="macro"))
 
 
 @torch.no_grad()
