@@ -17,7 +17,9 @@ compare only against baselines in the same run; to run two at once, give each it
 
 ``--pruner-warmup-epochs`` keeps the pruner from judging a trial's first reports, where a slow starter
 and a dead one look alike (see benchmarks/RESULTS.md); ``--pruner-patience-epochs`` instead lets it cut
-from the first reports but spares a trial whose best is still rising.
+from the first reports but spares a trial whose best is still rising. The ``none`` studies are replayed
+through each pruner setting on the reported metric and on the validation ROC AUC and loss the trials
+kept, which still move while a trial predicts only the majority class.
 
 One sampler seed gives one draw of trials per arm; after the pruner's start-up trials the arms see
 different histories and sample different configurations, so their best F1s differ by sampling luck as
@@ -45,7 +47,7 @@ from benchmarks.common import (  # noqa: E402
     working_folder,
     write_json,
 )
-from reports.replay import PRUNER_SETTINGS, replay_report_rates  # noqa: E402
+from reports.replay import PRUNER_SETTINGS, replay_signals  # noqa: E402
 from search import run  # noqa: E402
 from search.study import best_trial, state_counts  # noqa: E402
 from trainers.cli import ArgumentParser, run_main  # noqa: E402
@@ -135,29 +137,39 @@ def compare(cut: dict[str, Any], full: dict[str, Any]) -> tuple[float, float, fl
     return steps, examples, ((cut["best_value"] or 0) - (full["best_value"] or 0)) * 100
 
 
-def replay_baseline(args: argparse.Namespace, workdir: Path) -> dict[int, dict[str, dict[str, Any]]]:
+def replay_baseline(
+    args: argparse.Namespace, workdir: Path
+) -> dict[str, dict[int, dict[str, dict[str, Any]]]]:
     """The ``none`` studies' trials replayed through each of toxitune's pruner settings, over all seeds,
-    at the study's reports an epoch and at each rate that divides it (keyed by reports an epoch)."""
+    at the study's reports an epoch and at each rate that divides it, on the study's metric and on each
+    other signal its trials kept (keyed by signal, then reports an epoch, then setting)."""
     replays = []
     for seed in args.seeds:
         name, storage = study_location(ARMS["none"], seed, workdir)
         study = optuna.load_study(study_name=name, storage=storage)
         replays.append(
-            replay_report_rates(
-                study.trials, study.direction, epochs=args.epochs, evals_per_epoch=args.evals_per_epoch
+            replay_signals(
+                study.trials,
+                study.direction,
+                metric=study.user_attrs["metric"],
+                epochs=args.epochs,
+                evals_per_epoch=args.evals_per_epoch,
             )
         )
-    results: dict[int, dict[str, dict[str, Any]]] = {}
-    for rate in replays[0]:
-        for setting in PRUNER_SETTINGS:
-            runs = [by_rate[rate][setting] for by_rate in replays]
-            steps, full_steps = sum(r.steps for r in runs), sum(r.full_steps for r in runs)
-            gaps = [(r.best_value or 0) - (r.full_best_value or 0) for r in runs]
-            results.setdefault(rate, {})[setting.label] = {
-                "pruned": sum(r.pruned for r in runs),
-                "steps_saved": 1 - steps / full_steps if full_steps else 0.0,
-                "f1_gain_points": 100 * sum(gaps) / len(gaps),
-            }
+    results: dict[str, dict[int, dict[str, dict[str, Any]]]] = {}
+    for signal, by_rate in replays[0].items():
+        if any(signal not in replay for replay in replays):
+            continue
+        for rate in by_rate:
+            for setting in PRUNER_SETTINGS:
+                runs = [replay[signal][rate][setting] for replay in replays]
+                steps, full_steps = sum(r.steps for r in runs), sum(r.full_steps for r in runs)
+                gaps = [(r.best_value or 0) - (r.full_best_value or 0) for r in runs]
+                results.setdefault(signal, {}).setdefault(rate, {})[setting.label] = {
+                    "pruned": sum(r.pruned for r in runs),
+                    "steps_saved": 1 - steps / full_steps if full_steps else 0.0,
+                    "f1_gain_points": 100 * sum(gaps) / len(gaps),
+                }
     return results
 
 
@@ -242,21 +254,25 @@ def main(argv: list[str] | None = None) -> int:
         if len(args.seeds) > 1:
             gaps = {s: compare(results[name]["seeds"][s], results[baseline]["seeds"][s]) for s in args.seeds}
             print("  by seed: " + ", ".join(f"{s}: {sv:.0%} / {g:+.2f}" for s, (sv, _, g) in gaps.items()))
-    for rate, by_setting in replays.items():
-        print(
-            f"The none studies' trials replayed through each pruner at {rate} report(s) an epoch "
-            "(the same draws, so pruning alone):"
-        )
-        for label, r in by_setting.items():
+    for signal, by_rate in replays.items():
+        for rate, by_setting in by_rate.items():
             print(
-                f"  {label:<50} {r['pruned']:>3} cut, {r['steps_saved']:.0%} fewer steps, "
-                f"best F1 {r['f1_gain_points']:+.2f} points"
+                f"The none studies' trials replayed through each pruner judging {signal} at {rate} "
+                "report(s) an epoch (the same draws, so pruning alone):"
             )
+            for label, r in by_setting.items():
+                print(
+                    f"  {label:<50} {r['pruned']:>3} cut, {r['steps_saved']:.0%} fewer steps, "
+                    f"best F1 {r['f1_gain_points']:+.2f} points"
+                )
     write_json(
         args.json,
         {
             **results,
-            "replay_of_none": {f"{rate} reports/epoch": r for rate, r in replays.items()},
+            "replay_of_none": {
+                signal: {f"{rate} reports/epoch": r for rate, r in by_rate.items()}
+                for signal, by_rate in replays.items()
+            },
             **{
                 f"{name}_vs_{baseline}": {
                     "steps_saved": saved,

@@ -76,12 +76,16 @@ def test_pruning_quick_run_compares_both_pruners_and_resumes(
     saved = first["median_vs_none"]["steps_saved"]
     assert set(first) >= {"median_vs_none", "median_vs_none-unstopped"}
     assert saved == pytest.approx(1 - first["median"]["steps"] / first["none"]["steps"])
-    replays = first["replay_of_none"]
-    assert list(replays) == ["2 reports/epoch", "1 reports/epoch"]  # --quick reports twice an epoch
-    for by_setting in replays.values():
-        assert {"median, warm-up 0 epochs", "hyperband, warm-up 0.5 epochs"} <= set(by_setting)
-        for replay in by_setting.values():  # the same trials, some cut: never more steps, never a better best
-            assert 0 <= replay["steps_saved"] < 1 and replay["f1_gain_points"] <= 0
+    by_signal = first["replay_of_none"]
+    assert list(by_signal) == ["macro_f1", "roc_auc", "loss"]  # the metric, then the signals trials kept
+    for replays in by_signal.values():
+        assert list(replays) == ["2 reports/epoch", "1 reports/epoch"]  # --quick reports twice an epoch
+        for by_setting in replays.values():
+            assert {"median, warm-up 0 epochs", "hyperband, warm-up 0.5 epochs"} <= set(by_setting)
+            for (
+                replay
+            ) in by_setting.values():  # the same trials, some cut: never more steps, never a better best
+                assert 0 <= replay["steps_saved"] < 1 and replay["f1_gain_points"] <= 0
     assert pruning.main(argv) == 0, "a rerun over the same workdir resumes: nothing left to run"
     again = json.loads(out.read_text())
     assert [again[n]["steps"] for n in arms] == [first[n]["steps"] for n in arms]

@@ -5,7 +5,14 @@ import pytest
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
-from reports.replay import PrunerSetting, replay_pruner, replay_report_rates, signal_curves, thin_reports
+from reports.replay import (
+    PrunerSetting,
+    replay_pruner,
+    replay_report_rates,
+    replay_signals,
+    signal_curves,
+    thin_reports,
+)
 from search.pruners import MEDIAN_STARTUP_TRIALS
 
 # Two steady trials, then a late bloomer that ends best: the median pruner judges it by its first reports.
@@ -125,3 +132,20 @@ def test_signal_curves_replay_the_best_of_another_metric_in_the_studys_direction
     [loss] = signal_curves(study.trials, "loss", study.direction)
     assert loss.intermediate_values == {1: -0.60, 2: -0.50, 3: -0.50}
     assert study.trials[0].intermediate_values == {1: 0.4, 2: 0.4, 3: 0.7}, "originals untouched"
+
+
+def test_replay_signals_adds_the_other_signals_only_when_every_trial_kept_its_evaluations():
+    study = optuna.create_study(direction="maximize")
+    for k in range(MEDIAN_STARTUP_TRIALS + 1):
+        evaluations = [{"macro_f1": 0.4 + 0.1 * k, "roc_auc": 0.7, "loss": 0.5}]
+        study.add_trial(
+            optuna.trial.create_trial(
+                value=0.4 + 0.1 * k,
+                intermediate_values={1: 0.4 + 0.1 * k},
+                user_attrs={"evaluations": evaluations},
+            )
+        )
+    rates = {"metric": "macro_f1", "epochs": 1, "evals_per_epoch": 1}
+    assert list(replay_signals(study.trials, study.direction, **rates)) == ["macro_f1", "roc_auc", "loss"]
+    study.add_trial(optuna.trial.create_trial(value=0.5, intermediate_values={1: 0.5}))
+    assert list(replay_signals(study.trials, study.direction, **rates)) == ["macro_f1"]
