@@ -51,6 +51,7 @@ from reports.replay import PRUNER_SETTINGS, replay_signals  # noqa: E402
 from search import run  # noqa: E402
 from search.study import best_trial, state_counts  # noqa: E402
 from trainers.cli import ArgumentParser, run_main  # noqa: E402
+from trainers.config import METRICS  # noqa: E402
 from trainers.errors import ConfigError  # noqa: E402
 
 
@@ -90,6 +91,7 @@ def run_study(arm: Arm, seed: int, args: argparse.Namespace, workdir: Path) -> d
         "--dataset", args.data, "--teacher", args.teacher, "--epochs", str(args.epochs),
         "--evals-per-epoch", str(args.evals_per_epoch), "--pruner-warmup-epochs", str(args.pruner_warmup_epochs),
         "--pruner-patience-epochs", str(args.pruner_patience_epochs),
+        *(["--pruner-signal", args.pruner_signal] if args.pruner_signal else []),
         "--cache-dir", str(args.cache_dir or workdir / "cache"),
         *subset_flags(args),
     ]  # fmt: skip
@@ -196,6 +198,11 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=0.0,
         help="epochs a trial's best must stay flat before a pruner may cut it (default: 0)",
+    )
+    parser.add_argument(
+        "--pruner-signal",
+        choices=METRICS,
+        help="validation metric the pruner judges (default: the study's, macro_f1)",
     )
     parser.add_argument(
         "--seeds",

@@ -27,8 +27,8 @@ class Tracker(Protocol):
 class Objective:
     """Train ``suggest(trial, base, space)`` on the shared ``task`` and return its best validation metric.
 
-    The trial reports the validation metric after every evaluation (step = evaluation number) and
-    stops when the pruner says so. Early stopping ends a trial at its best evaluation, whose value
+    The trial reports its best validation ``signal`` so far (default: the metric) after every evaluation
+    (step = evaluation number) and stops when the pruner says so. Early stopping ends a trial at its best evaluation, whose value
     is returned. Collapsed and diverged runs end PRUNED with ``status`` and ``reason`` user attributes.
     """
 
@@ -36,6 +36,7 @@ class Objective:
     space: SearchSpace
     task: Task
     tracker: Tracker
+    signal: str | None = None
     progress: bool = True
 
     def __call__(self, trial: optuna.Trial) -> float:
@@ -52,14 +53,15 @@ class Objective:
             metric=config.metric,
             enabled=self.progress,
         )
+        signal = self.signal or config.metric
         reported: list[float] = []
         # Every evaluation's metrics, not only the reported one, so a replay can judge other signals.
         evaluations: list[dict[str, float]] = []
-        pick_best = max if maximizes(config.metric) else min
+        pick_best = max if maximizes(signal) else min
 
         def on_eval(record: EvalRecord) -> bool:
             # The best value so far, not the latest: a trial is worth its best epoch, which it keeps.
-            reported.append(pick_best([*reported, record.validation.value(config.metric)]))
+            reported.append(pick_best([*reported, record.validation.value(signal)]))
             trial.report(reported[-1], step=len(reported))
             evaluations.append({"epoch": record.epoch, **record.validation.scalars()})
             trial.set_user_attr("evaluations", evaluations)
@@ -84,7 +86,7 @@ class Objective:
         if state == "pruned":
             reason = (
                 f"{type(trial.study.pruner).__name__} pruned it at epoch {result.history[-1].epoch:.2f}"
-                f" (best {config.metric} so far {reported[-1]:.4f})"
+                f" (best {signal} so far {reported[-1]:.4f})"
             )
         summary = {
             "status": result.status.value if state != "pruned" else "pruned",

@@ -72,6 +72,12 @@ def build_parser() -> ArgumentParser:
         help="spare a trial the pruner would cut while its best improved within this many epochs "
         "(default: 0, cut on the pruner's word)",
     )
+    parser.add_argument(
+        "--pruner-signal",
+        choices=METRICS,
+        help="validation metric the pruner judges (default: --metric); roc_auc tells a slow starter still "
+        "predicting the majority class from a dead trial, which F1 cannot",
+    )
     parser.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     parser.add_argument(
         "--metric", choices=METRICS, default="macro_f1", help="validation metric (default: macro_f1)"
@@ -141,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         pruner=args.pruner,
         pruner_warmup_epochs=args.pruner_warmup_epochs,
         pruner_patience_epochs=args.pruner_patience_epochs,
+        pruner_signal=args.pruner_signal or args.metric,
         timeout=args.timeout,
         direction="maximize" if maximizes(args.metric) else "minimize",
     )
@@ -152,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         attrs={
             "method": args.method,
             "metric": args.metric,
+            "pruner_signal": settings.pruner_signal,
             "preset": preset.name if preset else None,
             "base_config": base.to_dict(),
             "space": {k: repr(v) for k, v in space.items()},
@@ -176,7 +184,14 @@ def main(argv: list[str] | None = None) -> int:
         method=args.method,
         tags=[preset.name] if preset else [],
     )
-    objective = Objective(base=base, space=space, task=task, tracker=tracker, progress=not args.no_progress)
+    objective = Objective(
+        base=base,
+        space=space,
+        task=task,
+        tracker=tracker,
+        signal=settings.pruner_signal,
+        progress=not args.no_progress,
+    )
     orphans = run_until(study, objective, settings)
     if orphans:
         print(f"marked trials {orphans} FAIL: their process died mid-trial")

@@ -15,6 +15,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.pruners import PrunerName, make_pruner, reports_within
 from search.storage import fail_orphaned_trials, open_storage
+from trainers.config import MetricName, maximizes
 from trainers.errors import ToxituneError
 
 SamplerName = Literal["tpe", "random"]
@@ -34,6 +35,7 @@ class StudySettings:
     pruner: PrunerName = "median"
     pruner_warmup_epochs: float = 0.0
     pruner_patience_epochs: float = 0.0
+    pruner_signal: MetricName = "macro_f1"
     timeout: float | None = None
     direction: Literal["maximize", "minimize"] = "maximize"
 
@@ -45,6 +47,11 @@ class StudySettings:
         if self.pruner_patience_epochs < 0:
             raise ToxituneError(
                 f"--pruner-patience-epochs must be >= 0, but got {self.pruner_patience_epochs}"
+            )
+        if maximizes(self.pruner_signal) != (self.direction == "maximize"):
+            raise ToxituneError(
+                f"--pruner-signal {self.pruner_signal} improves the other way from the study's metric, which "
+                f"the study {self.direction}s; choose a signal that improves with it"
             )
         if self.timeout is not None and self.timeout <= 0:
             raise ToxituneError(f"--timeout must be positive, but got {self.timeout}")

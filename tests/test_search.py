@@ -70,6 +70,20 @@ def test_a_study_runs_end_to_end_for_each_method(tiny_checkpoint, toy_data, tmp_
     assert "best: trial" in out and "trials: " in out
 
 
+def test_the_pruner_can_judge_another_signal_than_the_metric(tiny_checkpoint, toy_data, tmp_path):
+    args = _args(
+        tiny_checkpoint, toy_data, tmp_path, "--collapse-warmup-epochs", "99", "--evals-per-epoch", "2"
+    )
+    assert main(["--method", "lora", "--trials", "2", "--pruner-signal", "roc_auc", *args]) == 0
+    study = _load(tmp_path, "lora-custom")
+    assert study.user_attrs["pruner_signal"] == "roc_auc"
+    for trial in study.trials:
+        evaluations = trial.user_attrs["evaluations"]
+        aucs = [e["roc_auc"] for e in evaluations]
+        assert list(trial.intermediate_values.values()) == [max(aucs[: k + 1]) for k in range(len(aucs))]
+        assert trial.value == max(e["macro_f1"] for e in evaluations), "the trial is still worth its metric"
+
+
 def test_rerunning_a_finished_study_runs_nothing(tiny_checkpoint, toy_data, tmp_path, capsys):
     args = ["--method", "lora", "--trials", "2", *_args(tiny_checkpoint, toy_data, tmp_path)]
     assert main(args) == 0
@@ -186,6 +200,7 @@ def test_resume_after_sigkill_loses_and_repeats_no_trial(tiny_checkpoint, toy_da
             ["--method", "lora", "--trials", "2", "--pruner-patience-epochs", "-1"],
             "must be >= 0, but got -1.0",
         ),
+        (["--method", "lora", "--trials", "2", "--pruner-signal", "loss"], "improves the other way"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path, args, message):

@@ -17,7 +17,7 @@ from trainers.errors import ConfigError
 Method = Literal["odd", "even", "lora", "teacher"]
 METHODS: tuple[str, ...] = get_args(Method)
 DISTILLATION_METHODS: tuple[str, ...] = ("odd", "even")
-MetricName = Literal["macro_f1", "accuracy", "weighted_f1", "loss"]
+MetricName = Literal["macro_f1", "accuracy", "weighted_f1", "roc_auc", "loss"]
 METRICS: tuple[str, ...] = get_args(MetricName)
 
 DEFAULT_DATASET = "nicholasKluge/toxic-text"
