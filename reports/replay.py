@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 
 import optuna
 from optuna.storages import InMemoryStorage
@@ -194,9 +195,7 @@ def signal_curves(trials: Sequence[FrozenTrial], metric: str, direction: StudyDi
     for trial in trials:
         if "evaluations" not in trial.user_attrs:
             continue
-        best: list[float] = []
-        for evaluation in trial.user_attrs["evaluations"]:
-            best.append(pick_best([*best, sign * evaluation[metric]]))
+        best = accumulate((sign * e[metric] for e in trial.user_attrs["evaluations"]), pick_best)
         signalled = copy.copy(trial)  # shallow: the curve is replaced, never changed in place
         signalled.intermediate_values = dict(enumerate(best, 1))
         curves.append(signalled)

@@ -28,8 +28,8 @@ class Objective:
     """Train ``suggest(trial, base, space)`` on the shared ``task`` and return its best validation metric.
 
     The trial reports its best validation ``signal`` so far (default: the metric) after every evaluation
-    (step = evaluation number) and stops when the pruner says so. Early stopping ends a trial at its best evaluation, whose value
-    is returned. Collapsed and diverged runs end PRUNED with ``status`` and ``reason`` user attributes.
+    (step = evaluation number) and stops when the pruner says so. Early stopping ends a trial at its best
+    evaluation, whose value is returned. Collapsed and diverged runs end PRUNED with ``status`` and ``reason`` user attributes.
     """
 
     base: TrainConfig

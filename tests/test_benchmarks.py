@@ -82,9 +82,8 @@ def test_pruning_quick_run_compares_both_pruners_and_resumes(
         assert list(replays) == ["2 reports/epoch", "1 reports/epoch"]  # --quick reports twice an epoch
         for by_setting in replays.values():
             assert {"median, warm-up 0 epochs", "hyperband, warm-up 0.5 epochs"} <= set(by_setting)
-            for (
-                replay
-            ) in by_setting.values():  # the same trials, some cut: never more steps, never a better best
+            # The same trials, some cut: never more steps, never a better best.
+            for replay in by_setting.values():
                 assert 0 <= replay["steps_saved"] < 1 and replay["f1_gain_points"] <= 0
     assert pruning.main(argv) == 0, "a rerun over the same workdir resumes: nothing left to run"
     again = json.loads(out.read_text())
