@@ -141,7 +141,8 @@ def plot_history(study: optuna.Study, path: Path) -> None:
 
 
 def plot_curves(study: optuna.Study, path: Path) -> None:
-    """The validation metric each trial reported per evaluation; pruned and cut-short trials dashed."""
+    """What each trial reported per evaluation (its best pruner signal so far, by default the metric);
+    pruned and cut-short trials dashed."""
     fig, ax = plt.subplots(figsize=(7, 4))
     for trial in study.get_trials(deepcopy=False):
         if not trial.intermediate_values:
@@ -150,9 +151,9 @@ def plot_curves(study: optuna.Study, path: Path) -> None:
         state = trial_state(trial)
         ax.plot(steps, values, color=STATE_COLOURS.get(state, "black"), linestyle="-" if state == "complete" else "--",
                 alpha=0.6, marker=".")  # fmt: skip
-    ax.set(
-        xlabel="evaluation (epoch)", ylabel=study.user_attrs.get("metric", "value"), title="learning curves"
-    )
+    # Studies from before --pruner-signal existed reported their metric.
+    signal = study.user_attrs.get("pruner_signal") or study.user_attrs.get("metric", "value")
+    ax.set(xlabel="evaluation (epoch)", ylabel=f"best {signal} so far", title="learning curves")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
