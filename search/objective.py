@@ -8,6 +8,7 @@ from typing import Any, Protocol
 import optuna
 
 from search.progress import TrialLine
+from search.pruners import describe
 from search.storage import worker_id
 from studies.spaces import SearchSpace, suggest
 from trainers.config import TrainConfig, maximizes
@@ -85,7 +86,7 @@ class Objective:
         reason = result.reason
         if state == "pruned":
             reason = (
-                f"{type(trial.study.pruner).__name__} pruned it at epoch {result.history[-1].epoch:.2f}"
+                f"{describe(trial.study.pruner)} pruned it at epoch {result.history[-1].epoch:.2f}"
                 f" (best {signal} so far {reported[-1]:.4f})"
             )
         summary = {

@@ -43,20 +43,20 @@ class SpareImprovingPruner(optuna.pruners.BasePruner):
     def __init__(self, pruner: optuna.pruners.BasePruner, patience: int) -> None:
         if patience < 0:
             raise ValueError(f"patience must be >= 0, but got {patience}")
-        self._pruner = pruner
-        self._patience = patience
+        self.pruner = pruner
+        self.patience = patience
 
     def prune(self, study: Study, trial: FrozenTrial) -> bool:
-        cut = self._pruner.prune(study, trial)
+        cut = self.pruner.prune(study, trial)
         return cut and self._stalled(trial, study.direction)
 
     def _stalled(self, trial: FrozenTrial, direction: StudyDirection) -> bool:
-        if self._patience == 0:
+        if self.patience == 0:
             return True
         curve = [value for _, value in sorted(trial.intermediate_values.items())]
-        if len(curve) <= self._patience:
+        if len(curve) <= self.patience:
             return False
-        before, recent = curve[: -self._patience], curve[-self._patience :]
+        before, recent = curve[: -self.patience], curve[-self.patience :]
         if direction == StudyDirection.MAXIMIZE:
             return max(recent) <= max(before)
         return min(recent) >= min(before)
@@ -86,6 +86,19 @@ def make_pruner(
     else:
         return optuna.pruners.NopPruner()
     return SpareImprovingPruner(pruner, patience) if patience else pruner
+
+
+def describe(pruner: optuna.pruners.BasePruner) -> str:
+    """The pruner as a pruned trial's reason names it: the wrapped pruner, not the guard around it.
+
+    Example:
+        >>> describe(SpareImprovingPruner(optuna.pruners.MedianPruner(), patience=1))
+        'MedianPruner (after 1 report without a new best)'
+    """
+    if isinstance(pruner, SpareImprovingPruner):
+        reports = "report" if pruner.patience == 1 else "reports"
+        return f"{describe(pruner.pruner)} (after {pruner.patience} {reports} without a new best)"
+    return type(pruner).__name__
 
 
 def reports_within(epochs: float, evals_per_epoch: int) -> int:

@@ -4,7 +4,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search.pruners import MEDIAN_STARTUP_TRIALS, SpareImprovingPruner, make_pruner
+from search.pruners import MEDIAN_STARTUP_TRIALS, SpareImprovingPruner, describe, make_pruner
 
 
 def _first_cut(study: optuna.Study, curve: list[float]) -> int | None:
@@ -76,3 +76,9 @@ def test_the_wrapped_pruner_is_asked_at_every_report_even_when_the_trial_is_spar
 def test_negative_patience_is_refused():
     with pytest.raises(ValueError, match="patience must be >= 0"):
         SpareImprovingPruner(optuna.pruners.NopPruner(), patience=-1)
+
+
+def test_a_pruned_trials_reason_names_the_wrapped_pruner_and_the_guard():
+    assert describe(make_pruner("median", evaluations=4)) == "MedianPruner"
+    guarded = make_pruner("hyperband", evaluations=4, patience=2)
+    assert describe(guarded) == "HyperbandPruner (after 2 reports without a new best)"
