@@ -19,13 +19,13 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 from torch.profiler import record_function
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -83,6 +83,33 @@ def notebook_tokenise(
     return TensorDataset(encoded["input_ids"], encoded["attention_mask"], torch.as_tensor(labels))
 
 
+def timed_pass(
+    loader: DataLoader,
+    loss_of: Callable[[Tensor, Tensor, Tensor], Tensor],
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+) -> Timing:
+    """One pass of the notebook's step (forward, backward, optimiser step) over ``loader``, timed.
+
+    Args:
+        loader: Batches of token ids, attention masks and labels, all padded to one width.
+        loss_of: The loss of one batch, given its ids, masks and labels on ``device``.
+        optimizer: Steps the trained parameters.
+        device: Where the batches go; synchronised before the clock stops.
+    """
+    steps = tokens = 0
+    started = time.perf_counter()
+    for batch in loader:
+        input_ids, attention_mask, labels = (t.to(device) for t in batch)
+        loss_of(input_ids, attention_mask, labels).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        steps += 1
+        tokens += input_ids.numel()
+    synchronize(device)
+    return Timing(steps, len(loader.dataset), time.perf_counter() - started, tokens)
+
+
 def notebook_distillation(
     teacher: nn.Module, dataset: TensorDataset, *, batch_size: int, device: torch.device, seed: int = 0
 ) -> Timing:
@@ -109,10 +136,8 @@ def notebook_distillation(
     kl_loss = nn.KLDivLoss(reduction="batchmean")
     cos_loss = nn.CosineEmbeddingLoss()
     temperature = NOTEBOOK_TEMPERATURE
-    steps = tokens = 0
-    started = time.perf_counter()
-    for batch in loader:
-        input_ids, attention_mask, labels = (t.to(device) for t in batch)
+
+    def loss_of(input_ids: Tensor, attention_mask: Tensor, labels: Tensor) -> Tensor:
         with torch.no_grad():
             teacher_logits = teacher(input_ids=input_ids, attention_mask=attention_mask).logits
         student_logits = student(input_ids=input_ids, attention_mask=attention_mask).logits
@@ -126,14 +151,9 @@ def notebook_distillation(
             * temperature
         )
         loss_cos = cos_loss(student_logits, teacher_logits, torch.ones(len(labels), device=device))
-        loss = (loss_cls + loss_div + loss_cos) / 3
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        steps += 1
-        tokens += input_ids.numel()
-    synchronize(device)
-    return Timing(steps, len(dataset), time.perf_counter() - started, tokens)
+        return (loss_cls + loss_div + loss_cos) / 3
+
+    return timed_pass(loader, loss_of, optimizer, device)
 
 
 def notebook_lora(
@@ -164,19 +184,11 @@ def notebook_lora(
     )
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=LORA_LR)
     ce_loss = nn.CrossEntropyLoss()
-    steps = tokens = 0
-    started = time.perf_counter()
-    for batch in loader:
-        input_ids, attention_mask, labels = (t.to(device) for t in batch)
-        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
-        loss = ce_loss(logits, labels)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        steps += 1
-        tokens += input_ids.numel()
-    synchronize(device)
-    return Timing(steps, len(dataset), time.perf_counter() - started, tokens)
+
+    def loss_of(input_ids: Tensor, attention_mask: Tensor, labels: Tensor) -> Tensor:
+        return ce_loss(model(input_ids=input_ids, attention_mask=attention_mask).logits, labels)
+
+    return timed_pass(loader, loss_of, optimizer, device)
 
 
 # --- (b) toxitune -----------------------------------------------------------------------------------
