@@ -117,7 +117,7 @@ def test_pruning_over_several_seeds_sums_steps_and_averages_best_f1(
     out = tmp_path / "pruning.json"
     argv = [
         "--quick", "--data", str(toy_data), "--teacher", str(tiny_checkpoint), "--max-length", "32",
-        "--workdir", str(tmp_path / "work"), "--arms", "median,none", "--seeds", "3,4",
+        "--workdir", str(tmp_path / "work"), "--arms", "median,none", "--seeds", "3,4", "--test-seeds", "1",
         "--json", str(out),
     ]  # fmt: skip
     assert _load("pruning", monkeypatch).main(argv) == 0
@@ -127,18 +127,24 @@ def test_pruning_over_several_seeds_sums_steps_and_averages_best_f1(
         assert set(seeds) == {"3", "4"}
         assert figures[name]["steps"] == sum(s["steps"] for s in seeds.values()) > 0
         assert figures[name]["trials"] == sum(s["trials"] for s in seeds.values())
-        assert figures[name]["best_value"] == pytest.approx(sum(s["best_value"] for s in seeds.values()) / 2)
+        for key in ("best_value", "test_macro_f1"):
+            assert figures[name][key] == pytest.approx(sum(s[key] for s in seeds.values()) / 2)
+        assert all(0 < s["test_macro_f1"] <= 1 for s in seeds.values())
+    gain = (figures["median"]["test_macro_f1"] - figures["none"]["test_macro_f1"]) * 100
+    assert figures["median_vs_none"]["test_f1_gain_points"] == pytest.approx(gain)
+    assert len(list((tmp_path / "work" / "retrained").glob("*/runs/*.json"))) == 4, "one run per study"
     printed = capsys.readouterr().out
     assert "over 2 seeds, mean best F1" in printed and "by seed: 3:" in printed
+    assert f"retrained on test, over 2 seeds, mean macro-F1 {gain:+.2f} points" in printed
 
 
-@pytest.mark.parametrize("seeds", ["1,x", "2,2"])
-def test_pruning_rejects_bad_seeds_in_one_line(seeds, tmp_path):
+@pytest.mark.parametrize(("flag", "value"), [("--seeds", "1,x"), ("--seeds", "2,2"), ("--test-seeds", "-1")])
+def test_pruning_rejects_bad_seeds_in_one_line(flag, value, tmp_path):
     script = BENCHMARKS / "pruning.py"
     result = subprocess.run(
-        [sys.executable, str(script), "--seeds", seeds, "--workdir", str(tmp_path)],
+        [sys.executable, str(script), flag, value, "--workdir", str(tmp_path)],
         capture_output=True,
         text=True,
     )
     assert result.returncode == 2
-    assert result.stderr.count("\n") == 1 and "--seeds" in result.stderr
+    assert result.stderr.count("\n") == 1 and flag in result.stderr
