@@ -92,6 +92,7 @@ def study_location(arm: Arm, seed: int, workdir: Path) -> tuple[str, str]:
 def run_study(arm: Arm, seed: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """Run (or resume) the study of ``arm`` with sampler ``seed``; return its steps, trial time and best value."""
     name, storage = study_location(arm, seed, workdir)
+    cache_dir = args.cache_dir or workdir / "cache"
     argv = [
         "--method", args.method, "--trials", str(args.trials), "--pruner", arm.pruner, "--seed", str(seed),
         "--study", name, "--storage", storage, "--wandb-mode", "disabled", "--no-progress",
@@ -99,7 +100,7 @@ def run_study(arm: Arm, seed: int, args: argparse.Namespace, workdir: Path) -> d
         "--evals-per-epoch", str(args.evals_per_epoch), "--pruner-warmup-epochs", str(args.pruner_warmup_epochs),
         "--pruner-patience-epochs", str(args.pruner_patience_epochs),
         *(["--pruner-signal", args.pruner_signal] if args.pruner_signal else []),
-        "--cache-dir", str(args.cache_dir or workdir / "cache"),
+        "--cache-dir", str(cache_dir),
         *subset_flags(args),
     ]  # fmt: skip
     if not arm.early_stopping:
@@ -114,7 +115,7 @@ def run_study(arm: Arm, seed: int, args: argparse.Namespace, workdir: Path) -> d
             export_study(study)["candidates"][0],
             args.test_seeds,
             out=workdir / "retrained" / name,
-            cache_dir=args.cache_dir or workdir / "cache",
+            cache_dir=cache_dir,
             progress=False,
         )
         test = retrained["test"]["macro_f1"]["mean"]
@@ -283,16 +284,18 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['steps']:>7} {r['examples']:>9} {r['seconds']:>8} {best:>8} {test:>8}"
             )
     comparisons = {
-        (name, baseline): compare(results[name], results[baseline])
+        (name, baseline): (
+            *compare(results[name], results[baseline]),
+            retrained_gain(results[name], results[baseline]),
+        )
         for name in results
         if name not in BASELINES
         for baseline in BASELINES
         if baseline in results
     }
-    for (name, baseline), (saved, examples, gain) in comparisons.items():
+    for (name, baseline), (saved, examples, gain, on_test) in comparisons.items():
         target = " (target: >=50%, >=-0.5)" if baseline == "none" else ""
         pooled = f"over {len(args.seeds)} seeds, mean " if len(args.seeds) > 1 else ""
-        on_test = retrained_gain(results[name], results[baseline])
         retrained = "" if on_test is None else f"; retrained on test, {pooled}macro-F1 {on_test:+.2f} points"
         print(
             f"{name} against {baseline}: {saved:.0%} fewer steps ({examples:.0%} fewer examples), "
@@ -325,9 +328,9 @@ def main(argv: list[str] | None = None) -> int:
                     "steps_saved": saved,
                     "examples_saved": examples,
                     "f1_gain_points": gain,
-                    "test_f1_gain_points": retrained_gain(results[name], results[baseline]),
+                    "test_f1_gain_points": on_test,
                 }
-                for (name, baseline), (saved, examples, gain) in comparisons.items()
+                for (name, baseline), (saved, examples, gain, on_test) in comparisons.items()
             },
             "args": {key: str(value) for key, value in vars(args).items()},
             "machine": machine(),
