@@ -34,11 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import add_data_arguments, machine, write_json  # noqa: E402
 from trainers.cli import ArgumentParser, run_main  # noqa: E402
 from trainers.config import DataConfig, LoraSettings, LossConfig, TeacherConfig, TrainConfig  # noqa: E402
-from trainers.data import make_loader  # noqa: E402
 from trainers.device import synchronize, training_device  # noqa: E402
 from trainers.errors import DataError  # noqa: E402
 from trainers.evaluate import split_logits  # noqa: E402
-from trainers.loop import build_model, make_optimizer, train  # noqa: E402
+from trainers.loop import build_model, make_optimizer, make_train_loader, train  # noqa: E402
 from trainers.losses import distillation_loss  # noqa: E402
 from trainers.models import build_student, load_classifier  # noqa: E402
 from trainers.prepare import prepare_task  # noqa: E402
@@ -236,15 +235,9 @@ def toxitune_config(method: str, args: argparse.Namespace) -> TrainConfig:
 def padded_batches(task: Task, config: TrainConfig) -> list[tuple[int, int]]:
     """``(batch, width)`` of every batch that :func:`train` sees in its first epoch.
 
-    The loader is rebuilt with the run's seed, so its length-grouped batches are the same ones.
+    Built by the loop's own ``make_train_loader`` with the run's seed, so they are the same batches.
     """
-    loader = make_loader(
-        task.train,
-        batch_size=config.batch_size,
-        pad_token_id=task.tokenizer.pad_token_id,
-        shuffle=True,
-        seed=config.seed,
-    )
+    loader = make_train_loader(config, task)
     return [tuple(batch["input_ids"].shape) for batch in loader]
 
 
@@ -266,13 +259,7 @@ def toxitune_steps(config: TrainConfig, task: Task) -> Iterator[None]:
 
     model = build_model(config, task)
     model.train()
-    loader = make_loader(
-        task.train,
-        batch_size=config.batch_size,
-        pad_token_id=task.tokenizer.pad_token_id,
-        shuffle=True,
-        seed=config.seed,
-    )
+    loader = make_train_loader(config, task)
     optimizer = make_optimizer(model, config)
     scheduler = get_linear_schedule_with_warmup(optimizer, 0, 10**9)
     while True:

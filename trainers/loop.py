@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from accelerate.utils import set_seed
 from torch import nn
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
@@ -163,6 +164,17 @@ def evaluation_points(steps_per_epoch: int, evals_per_epoch: int) -> frozenset[i
     )
 
 
+def make_train_loader(config: TrainConfig, task: Task) -> DataLoader:
+    """The run's training batches, shuffled by its seed: the same batches for the same config."""
+    return make_loader(
+        task.train,
+        batch_size=config.batch_size,
+        pad_token_id=task.tokenizer.pad_token_id,
+        shuffle=True,
+        seed=config.seed,
+    )
+
+
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
     """AdamW over the trainable parameters; biases and LayerNorm weights are not decayed, as in BERT."""
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -197,13 +209,7 @@ def train(
     set_seed(config.seed)
     accelerator = make_accelerator()
     model = build_model(config, task)
-    train_loader = make_loader(
-        task.train,
-        batch_size=config.batch_size,
-        pad_token_id=task.tokenizer.pad_token_id,
-        shuffle=True,
-        seed=config.seed,
-    )
+    train_loader = make_train_loader(config, task)
     val_loader = make_loader(
         task.validation,
         batch_size=config.eval_batch_size,
