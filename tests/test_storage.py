@@ -52,6 +52,8 @@ def test_bad_storage_urls_are_config_errors(url, message):
         open_storage(url)
 
 
+# Optuna warns that heartbeats are meant for Study.optimize; ask() is how this test plants RUNNING trials.
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
 def test_only_trials_of_dead_local_processes_are_failed(tmp_path):
     study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path}/s.db"))
     host = socket.gethostname()
