@@ -30,6 +30,9 @@ Best validation F1 on a few hundred tweets is a noisy judge of which study found
 configuration (its standard error here is about two points). ``--test-seeds N`` retrains each study's
 best configuration over N training seeds and scores it on the test split, as ``search.train`` does,
 so the arms are also compared on test macro-F1, averaged over training seeds and then sampler seeds.
+A study's best trial is also the luckiest of its draws on validation; ``--test-top-k K`` retrains its
+K best and scores the one with the best mean validation over the training seeds, the configuration
+``search.train --top-k K`` would ship.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.study import StudyDirection
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -56,7 +60,7 @@ from reports.replay import PRUNER_SETTINGS, replay_signals  # noqa: E402
 from search import run  # noqa: E402
 from search.export import export_study  # noqa: E402
 from search.study import best_trial, state_counts  # noqa: E402
-from search.train import retrain_candidate  # noqa: E402
+from search.train import pick_winner, retrain_candidate  # noqa: E402
 from trainers.cli import ArgumentParser, run_main  # noqa: E402
 from trainers.config import METRICS  # noqa: E402
 from trainers.errors import ConfigError  # noqa: E402
@@ -109,16 +113,20 @@ def run_study(arm: Arm, seed: int, args: argparse.Namespace, workdir: Path) -> d
     study = optuna.load_study(study_name=name, storage=storage)
     best = best_trial(study)
     counts = state_counts(study)
-    test = None
+    test, test_trial = None, None
     if args.test_seeds and best:
-        retrained = retrain_candidate(
-            export_study(study)["candidates"][0],
-            args.test_seeds,
-            out=workdir / "retrained" / name,
-            cache_dir=cache_dir,
-            progress=False,
-        )
-        test = retrained["test"]["macro_f1"]["mean"]
+        retrained = [
+            retrain_candidate(
+                candidate,
+                args.test_seeds,
+                out=workdir / "retrained" / name,
+                cache_dir=cache_dir,
+                progress=False,
+            )
+            for candidate in export_study(study, top_k=args.test_top_k)["candidates"]
+        ]
+        winner = pick_winner(retrained, maximize=study.direction == StudyDirection.MAXIMIZE)
+        test, test_trial = winner["test"]["macro_f1"]["mean"], winner["trial"]
     return {
         "steps": sum(t.user_attrs.get("steps", 0) for t in study.trials),
         "examples": sum(
@@ -130,6 +138,7 @@ def run_study(arm: Arm, seed: int, args: argparse.Namespace, workdir: Path) -> d
         "seconds": round(sum(t.duration.total_seconds() for t in study.trials if t.duration), 1),
         "best_value": best.value if best else None,
         "test_macro_f1": test,
+        "test_trial": test_trial,
         "trials": len(study.trials),
         "pruned": counts["pruned"],
         "early_stopped": sum(t.user_attrs.get("status") == "early_stopped" for t in study.trials),
@@ -252,6 +261,13 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="retrain each study's best configuration over N seeds and score it on test (default: 0, off)",
     )
+    parser.add_argument(
+        "--test-top-k",
+        type=int,
+        default=1,
+        help="with --test-seeds, retrain the K best trials and score the one with the best mean "
+        "validation over the seeds, as search.train picks its winner (default: 1)",
+    )
     add_study_arguments(parser)
     parser.add_argument("--quick", action="store_true", help="a few trials on a small subset (CI smoke)")
     args = parser.parse_args(argv)
@@ -260,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         args.train_size, args.eval_size = args.train_size or 200, args.eval_size or 100
     if args.test_seeds < 0:
         raise ConfigError(f"--test-seeds must be at least 0, but got {args.test_seeds}")
+    if args.test_top_k < 1:
+        raise ConfigError(f"--test-top-k must be at least 1, but got {args.test_top_k}")
     arms = args.arms.split(",")
     if unknown := sorted(set(arms) - set(ARMS)):
         raise ConfigError(f"unknown --arms {', '.join(unknown)}; choose from {', '.join(ARMS)}")

@@ -118,7 +118,7 @@ def test_pruning_over_several_seeds_sums_steps_and_averages_best_f1(
     argv = [
         "--quick", "--data", str(toy_data), "--teacher", str(tiny_checkpoint), "--max-length", "32",
         "--workdir", str(tmp_path / "work"), "--arms", "median,none", "--seeds", "3,4", "--test-seeds", "1",
-        "--json", str(out),
+        "--test-top-k", "2", "--json", str(out),
     ]  # fmt: skip
     assert _load("pruning", monkeypatch).main(argv) == 0
     figures = json.loads(out.read_text())
@@ -132,13 +132,25 @@ def test_pruning_over_several_seeds_sums_steps_and_averages_best_f1(
         assert all(0 < s["test_macro_f1"] <= 1 for s in seeds.values())
     gain = (figures["median"]["test_macro_f1"] - figures["none"]["test_macro_f1"]) * 100
     assert figures["median_vs_none"]["test_f1_gain_points"] == pytest.approx(gain)
-    assert len(list((tmp_path / "work" / "retrained").glob("*/runs/*.json"))) == 4, "one run per study"
+    for name in ("median", "none"):
+        for seed, figures_of_seed in figures[name]["seeds"].items():
+            folder = tmp_path / "work" / "retrained" / f"bench-{name}-seed{seed}" / "runs"
+            runs = {
+                int(path.name.split("-")[1]): json.loads(path.read_text()) for path in folder.glob("*.json")
+            }
+            assert len(runs) == 2, "the two best trials, one training seed each"
+            # The scored trial is the best on validation over its training seeds, as search.train picks.
+            chosen = runs[figures_of_seed["test_trial"]]
+            assert chosen["validation"]["macro_f1"] == max(r["validation"]["macro_f1"] for r in runs.values())
+            assert figures_of_seed["test_macro_f1"] == pytest.approx(chosen["test"]["macro_f1"])
     printed = capsys.readouterr().out
     assert "over 2 seeds, mean best F1" in printed and "by seed: 3:" in printed
     assert f"retrained on test, over 2 seeds, mean macro-F1 {gain:+.2f} points" in printed
 
 
-@pytest.mark.parametrize(("flag", "value"), [("--seeds", "1,x"), ("--seeds", "2,2"), ("--test-seeds", "-1")])
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--seeds", "1,x"), ("--seeds", "2,2"), ("--test-seeds", "-1"), ("--test-top-k", "0")]
+)
 def test_pruning_rejects_bad_seeds_in_one_line(flag, value, tmp_path):
     script = BENCHMARKS / "pruning.py"
     result = subprocess.run(
