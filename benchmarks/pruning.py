@@ -44,7 +44,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.study import StudyDirection
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -60,7 +59,7 @@ from reports.replay import PRUNER_SETTINGS, replay_signals  # noqa: E402
 from search import run  # noqa: E402
 from search.export import export_study  # noqa: E402
 from search.study import best_trial, state_counts  # noqa: E402
-from search.train import pick_winner, retrain_candidate  # noqa: E402
+from search.train import retrain_top_candidates  # noqa: E402
 from trainers.cli import ArgumentParser, run_main  # noqa: E402
 from trainers.config import METRICS  # noqa: E402
 from trainers.errors import ConfigError  # noqa: E402
@@ -115,17 +114,14 @@ def run_study(arm: Arm, seed: int, args: argparse.Namespace, workdir: Path) -> d
     counts = state_counts(study)
     test, test_trial = None, None
     if args.test_seeds and best:
-        retrained = [
-            retrain_candidate(
-                candidate,
-                args.test_seeds,
-                out=workdir / "retrained" / name,
-                cache_dir=cache_dir,
-                progress=False,
-            )
-            for candidate in export_study(study, top_k=args.test_top_k)["candidates"]
-        ]
-        winner = pick_winner(retrained, maximize=study.direction == StudyDirection.MAXIMIZE)
+        _, winner = retrain_top_candidates(
+            export_study(study, top_k=args.test_top_k),
+            args.test_seeds,
+            top_k=args.test_top_k,
+            out=workdir / "retrained" / name,
+            cache_dir=cache_dir,
+            progress=False,
+        )
         test, test_trial = winner["test"]["macro_f1"]["mean"], winner["trial"]
     return {
         "steps": sum(t.user_attrs.get("steps", 0) for t in study.trials),

@@ -129,6 +129,29 @@ def pick_winner(results: list[dict[str, Any]], *, maximize: bool) -> dict[str, A
     )
 
 
+def retrain_top_candidates(
+    document: dict[str, Any], seeds: int, *, top_k: int, out: Path, cache_dir: Path, progress: bool
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Retrain an export's ``top_k`` best candidates over ``seeds`` seeds each (see :func:`retrain_candidate`).
+
+    Returns:
+        Every candidate's results, in rank order, and the winner among them (:func:`pick_winner`).
+    """
+    results = [
+        retrain_candidate(
+            candidate,
+            seeds,
+            out=out,
+            cache_dir=cache_dir,
+            progress=progress,
+            data_fingerprint=(document.get("data") or {}).get("fingerprint"),
+        )
+        for candidate in document["candidates"][:top_k]
+    ]
+    maximize = document.get("direction", "maximize") == "maximize"
+    return results, pick_winner(results, maximize=maximize)
+
+
 def _show(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
@@ -164,20 +187,14 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(
             f"--top-k {args.top_k} but {args.config} holds {len(candidates)} candidates; export with --top-k"
         )
-    maximize = document.get("direction", "maximize") == "maximize"
-    cache_dir = args.cache_dir or default_cache_dir()
-    results = [
-        retrain_candidate(
-            candidate,
-            args.seeds,
-            out=args.out,
-            cache_dir=cache_dir,
-            progress=not args.no_progress,
-            data_fingerprint=(document.get("data") or {}).get("fingerprint"),
-        )
-        for candidate in candidates[: args.top_k]
-    ]
-    winner = pick_winner(results, maximize=maximize)
+    results, winner = retrain_top_candidates(
+        document,
+        args.seeds,
+        top_k=args.top_k,
+        out=args.out,
+        cache_dir=args.cache_dir or default_cache_dir(),
+        progress=not args.no_progress,
+    )
     if winner["model"]:
         shutil.rmtree(args.out / "model", ignore_errors=True)
         shutil.copytree(winner["model"], args.out / "model")
