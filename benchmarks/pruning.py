@@ -17,7 +17,8 @@ compare only against baselines in the same run; to run two at once, give each it
 
 ``--pruner-warmup-epochs`` keeps the pruner from judging a trial's first reports, where a slow starter
 and a dead one look alike (see benchmarks/RESULTS.md); ``--pruner-patience-epochs`` instead lets it cut
-from the first reports but spares a trial whose best is still rising. The ``none`` studies are replayed
+from the first reports but spares a trial whose best is still rising; ``--pruner-startup-trials`` sets
+how many trials the median pruner lets finish, in full, before it judges any. The ``none`` studies are replayed
 through each pruner setting on the reported metric and on the validation ROC AUC and loss the trials
 kept, which still move while a trial predicts only the majority class.
 
@@ -58,6 +59,7 @@ from benchmarks.common import (  # noqa: E402
 from reports.replay import PRUNER_SETTINGS, replay_signals  # noqa: E402
 from search import run  # noqa: E402
 from search.export import export_study  # noqa: E402
+from search.pruners import MEDIAN_STARTUP_TRIALS  # noqa: E402
 from search.study import best_trial, state_counts  # noqa: E402
 from search.train import retrain_top_candidates  # noqa: E402
 from trainers.cli import ArgumentParser, run_main  # noqa: E402
@@ -102,6 +104,7 @@ def run_study(arm: Arm, seed: int, args: argparse.Namespace, workdir: Path) -> d
         "--dataset", args.data, "--teacher", args.teacher, "--epochs", str(args.epochs),
         "--evals-per-epoch", str(args.evals_per_epoch), "--pruner-warmup-epochs", str(args.pruner_warmup_epochs),
         "--pruner-patience-epochs", str(args.pruner_patience_epochs),
+        "--pruner-startup-trials", str(args.pruner_startup_trials),
         *(["--pruner-signal", args.pruner_signal] if args.pruner_signal else []),
         "--cache-dir", str(cache_dir),
         *subset_flags(args),
@@ -234,6 +237,12 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=0.0,
         help="epochs a trial's best must stay flat before a pruner may cut it (default: 0)",
+    )
+    parser.add_argument(
+        "--pruner-startup-trials",
+        type=int,
+        default=MEDIAN_STARTUP_TRIALS,
+        help=f"trials the median pruner lets finish before it judges any (default: {MEDIAN_STARTUP_TRIALS})",
     )
     parser.add_argument(
         "--pruner-signal",

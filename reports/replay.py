@@ -26,18 +26,19 @@ from optuna.storages import InMemoryStorage
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from search.pruners import PrunerName, make_pruner, reports_within
+from search.pruners import MEDIAN_STARTUP_TRIALS, PrunerName, make_pruner, reports_within
 from trainers.config import maximizes
 
 
 @dataclass(frozen=True)
 class PrunerSetting:
-    """A pruner as ``search.run`` builds it from ``--pruner``, ``--pruner-warmup-epochs`` and
-    ``--pruner-patience-epochs``."""
+    """A pruner as ``search.run`` builds it from ``--pruner``, ``--pruner-warmup-epochs``,
+    ``--pruner-patience-epochs`` and ``--pruner-startup-trials``."""
 
     name: PrunerName
     warmup_epochs: float = 0.0
     patience_epochs: float = 0.0
+    startup_trials: int = MEDIAN_STARTUP_TRIALS
 
     def build(self, *, epochs: int, evals_per_epoch: int) -> optuna.pruners.BasePruner:
         """The pruner for trials of ``epochs`` epochs with ``evals_per_epoch`` reports each."""
@@ -46,6 +47,7 @@ class PrunerSetting:
             evaluations=epochs * evals_per_epoch,
             warmup=reports_within(self.warmup_epochs, evals_per_epoch),
             patience=reports_within(self.patience_epochs, evals_per_epoch),
+            startup_trials=self.startup_trials,
         )
 
     @property
@@ -54,13 +56,16 @@ class PrunerSetting:
         parts = [self.name, f"warm-up {self.warmup_epochs:g} epochs"]
         if self.patience_epochs:
             parts.append(f"patience {self.patience_epochs:g} epochs")
+        if self.name == "median" and self.startup_trials != MEDIAN_STARTUP_TRIALS:
+            parts.append(f"{self.startup_trials} start-up trials")
         return ", ".join(parts)
 
 
 # toxitune's pruners at settings worth comparing: warm-ups of none, half an epoch and one; sparing trials
-# whose best rose within the last quarter or half epoch.
+# whose best rose within the last quarter or half epoch; fewer full trials before the median judges.
 PRUNER_SETTINGS: tuple[PrunerSetting, ...] = (
     PrunerSetting("median"),
+    PrunerSetting("median", startup_trials=3),
     PrunerSetting("median", warmup_epochs=0.5),
     PrunerSetting("median", warmup_epochs=1.0),
     PrunerSetting("median", patience_epochs=0.25),

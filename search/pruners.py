@@ -15,7 +15,8 @@ from optuna.trial import FrozenTrial
 
 PrunerName = Literal["median", "hyperband", "none"]
 
-# Trials the median pruner lets finish before it judges any: its medians need a few full curves.
+# Trials the median pruner lets finish before it judges any (Optuna's default): its medians need a few
+# full curves, and each of them costs a full trial.
 MEDIAN_STARTUP_TRIALS = 5
 
 
@@ -63,7 +64,12 @@ class SpareImprovingPruner(optuna.pruners.BasePruner):
 
 
 def make_pruner(
-    name: PrunerName, *, evaluations: int, warmup: int = 0, patience: int = 0
+    name: PrunerName,
+    *,
+    evaluations: int,
+    warmup: int = 0,
+    patience: int = 0,
+    startup_trials: int = MEDIAN_STARTUP_TRIALS,
 ) -> optuna.pruners.BasePruner:
     """The pruner.
 
@@ -73,11 +79,13 @@ def make_pruner(
         warmup: Reports a trial makes before it may be pruned; the first report is step 1.
         patience: Reports a trial's best must stay flat before it may be pruned (see
             :class:`SpareImprovingPruner`); 0 lets the pruner alone decide.
+        startup_trials: Trials the median pruner lets finish before it judges any; Hyperband, which
+            compares trials within its brackets, ignores it.
     """
     if name == "median":
         # Optuna judges a report whose step >= n_warmup_steps; steps count reports from 1.
         pruner: optuna.pruners.BasePruner = optuna.pruners.MedianPruner(
-            n_startup_trials=MEDIAN_STARTUP_TRIALS, n_warmup_steps=warmup + 1
+            n_startup_trials=startup_trials, n_warmup_steps=warmup + 1
         )
     elif name == "hyperband":
         pruner = optuna.pruners.HyperbandPruner(

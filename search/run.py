@@ -14,6 +14,7 @@ import optuna
 
 from search.objective import Objective
 from search.progress import format_params
+from search.pruners import MEDIAN_STARTUP_TRIALS
 from search.storage import DEFAULT_STORAGE
 from search.study import (
     StudySettings,
@@ -71,6 +72,13 @@ def build_parser() -> ArgumentParser:
         default=0.0,
         help="spare a trial the pruner would cut while its best improved within this many epochs "
         "(default: 0, cut on the pruner's word)",
+    )
+    parser.add_argument(
+        "--pruner-startup-trials",
+        type=int,
+        default=MEDIAN_STARTUP_TRIALS,
+        help=f"trials the median pruner lets finish before it judges any; each runs in full "
+        f"(default: {MEDIAN_STARTUP_TRIALS})",
     )
     parser.add_argument(
         "--pruner-signal",
@@ -148,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         pruner_warmup_epochs=args.pruner_warmup_epochs,
         pruner_patience_epochs=args.pruner_patience_epochs,
         pruner_signal=args.pruner_signal or args.metric,
+        pruner_startup_trials=args.pruner_startup_trials,
         timeout=args.timeout,
         direction="maximize" if maximizes(args.metric) else "minimize",
     )

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search.pruners import PrunerName, make_pruner, reports_within
+from search.pruners import MEDIAN_STARTUP_TRIALS, PrunerName, make_pruner, reports_within
 from search.storage import fail_orphaned_trials, open_storage
 from trainers.config import MetricName, maximizes
 from trainers.errors import ToxituneError
@@ -36,6 +36,7 @@ class StudySettings:
     pruner_warmup_epochs: float = 0.0
     pruner_patience_epochs: float = 0.0
     pruner_signal: MetricName = "macro_f1"
+    pruner_startup_trials: int = MEDIAN_STARTUP_TRIALS
     timeout: float | None = None
     direction: Literal["maximize", "minimize"] = "maximize"
 
@@ -47,6 +48,10 @@ class StudySettings:
         if self.pruner_patience_epochs < 0:
             raise ToxituneError(
                 f"--pruner-patience-epochs must be >= 0, but got {self.pruner_patience_epochs}"
+            )
+        if self.pruner_startup_trials < 1:
+            raise ToxituneError(
+                f"--pruner-startup-trials must be at least 1, but got {self.pruner_startup_trials}"
             )
         if maximizes(self.pruner_signal) != (self.direction == "maximize"):
             raise ToxituneError(
@@ -88,6 +93,7 @@ def open_study(
             evaluations=evaluations,
             warmup=reports_within(settings.pruner_warmup_epochs, evals_per_epoch),
             patience=reports_within(settings.pruner_patience_epochs, evals_per_epoch),
+            startup_trials=settings.pruner_startup_trials,
         ),
         load_if_exists=True,
     )

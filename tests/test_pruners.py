@@ -44,6 +44,17 @@ def test_a_rising_trial_is_spared_and_a_flat_one_cut_after_patience_reports(
     assert _first_cut(study, STUCK) == stuck_cut
 
 
+@pytest.mark.parametrize("startup_trials", [2, 3, MEDIAN_STARTUP_TRIALS])
+def test_the_median_pruner_judges_only_after_its_startup_trials_finish(startup_trials):
+    study = optuna.create_study(
+        direction="maximize", pruner=make_pruner("median", evaluations=4, startup_trials=startup_trials)
+    )
+    for _ in range(startup_trials - 1):
+        assert _first_cut(study, [0.5, 0.6, 0.7, 0.8]) is None
+    assert _first_cut(study, STUCK) is None, "one start-up trial has yet to finish"
+    assert _first_cut(study, STUCK) == 1
+
+
 def test_the_best_must_rise_not_merely_hold_and_a_minimising_study_counts_falls():
     study = _study(make_pruner("median", evaluations=4, patience=1), direction="minimize")
     assert _first_cut(study, [0.9, 0.8, 0.75, 0.1]) is None

@@ -201,6 +201,10 @@ def test_resume_after_sigkill_loses_and_repeats_no_trial(tiny_checkpoint, toy_da
             "must be >= 0, but got -1.0",
         ),
         (["--method", "lora", "--trials", "2", "--pruner-signal", "loss"], "improves the other way"),
+        (
+            ["--method", "lora", "--trials", "2", "--pruner-startup-trials", "0"],
+            "--pruner-startup-trials must be at least 1, but got 0",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path, args, message):
