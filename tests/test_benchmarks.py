@@ -96,7 +96,7 @@ def test_quality_quick_run_scores_recipe_and_tuned_per_method(
     out = tmp_path / "quality.json"
     argv = [
         "--quick", "--data", str(toy_data), "--teacher", str(tiny_checkpoint), "--max-length", "32",
-        "--methods", "even,lora",
+        "--methods", "even,lora", "--top-k", "2",
         "--json", str(out),
     ]  # fmt: skip
     assert _load("quality", monkeypatch).main(argv) == 0
@@ -106,6 +106,10 @@ def test_quality_quick_run_scores_recipe_and_tuned_per_method(
         for name in ("recipe", "tuned"):
             assert len(pair[name]["seeds"]) == 2
             assert 0 <= pair[name]["test"]["macro_f1"]["mean"] <= 1
+        # The tuned config is the one of the study's two best with the best mean validation, as shipped.
+        candidates = pair["tuned_candidates"]
+        assert len({c["trial"] for c in candidates}) == 2
+        assert pair["tuned"] == max(candidates, key=lambda c: c["validation"]["mean"])
     printed = capsys.readouterr().out
     assert "tuned beats recipe by >= 2 points for every method" in printed
     assert "tuned LoRA within 1 point of the best student (even)" in printed
@@ -149,10 +153,18 @@ def test_pruning_over_several_seeds_sums_steps_and_averages_best_f1(
 
 
 @pytest.mark.parametrize(
-    ("flag", "value"), [("--seeds", "1,x"), ("--seeds", "2,2"), ("--test-seeds", "-1"), ("--test-top-k", "0")]
+    ("script", "flag", "value"),
+    [
+        ("pruning", "--seeds", "1,x"),
+        ("pruning", "--seeds", "2,2"),
+        ("pruning", "--test-seeds", "-1"),
+        ("pruning", "--test-top-k", "0"),
+        ("pruning", "--pruner-startup-trials", "0"),
+        ("quality", "--top-k", "0"),
+    ],
 )
-def test_pruning_rejects_bad_seeds_in_one_line(flag, value, tmp_path):
-    script = BENCHMARKS / "pruning.py"
+def test_benchmarks_reject_bad_flags_in_one_line(script, flag, value, tmp_path):
+    script = BENCHMARKS / f"{script}.py"
     result = subprocess.run(
         [sys.executable, str(script), flag, value, "--workdir", str(tmp_path)],
         capture_output=True,
