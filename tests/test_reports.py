@@ -71,9 +71,9 @@ def test_a_study_no_pruner_cut_reports_what_each_pruner_would_have_saved(tmp_pat
     write_report(_unpruned_study(tmp_path), tmp_path / "r")
     summary = (tmp_path / "r" / "summary.md").read_text()
     assert "## What a pruner would have saved" in summary
-    assert (
-        "| 1 | median | 0 | 0 | 5 | 1 | 7% | 0.7500 |" in summary
-    )  # cut after 50 of 700 steps: loses the best
+    # Columns: reports an epoch, pruner, warm-up, patience, start-up trials, cut, steps saved, best kept.
+    # Cut after 50 of 700 steps, the late bloomer loses the best:
+    assert "| 1 | median | 0 | 0 | 5 | 1 | 7% | 0.7500 |" in summary
     assert "| 1 | median | 0.5 | 0 | 5 | 0 | 0% | 0.9000 |" in summary  # judged from epoch 2 on: keeps it
     assert "| 1 | median | 0 | 0.25 | 5 | 0 | 0% | 0.9000 |" in summary  # spared: its first report
     assert "| 1 | median | 0 | 0 | 3 | 1 | 7% | 0.7500 |" in summary
