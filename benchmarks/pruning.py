@@ -4,7 +4,8 @@ Both studies use the same sampler seed and number of trials. The benchmark repor
 training steps all trials took together, their summed wall time and the best validation macro-F1.
 Target: at least 50% fewer steps with the best F1 within 0.5 points. Batch size is searched, and a step
 at batch 64 trains on twice the examples of one at batch 16, so the training examples (steps × batch
-size) are reported beside the steps as the measure of compute that does not depend on the draws.
+size) are reported beside the steps as the measure of compute that does not depend on the draws;
+``--batch-size B`` fixes it in every arm instead, so the two measures agree.
 
 Both keep toxitune's early stopping, which already ends a trial stuck at the majority class, so a third
 study (``none-unstopped``: no pruner, ``--patience 0``) shows what a search spends when nothing cuts a
@@ -109,6 +110,8 @@ def run_study(arm: Arm, seed: int, args: argparse.Namespace, workdir: Path) -> d
         "--cache-dir", str(cache_dir),
         *subset_flags(args),
     ]  # fmt: skip
+    if args.batch_size:
+        argv += ["--batch-size", str(args.batch_size)]
     if not arm.early_stopping:
         argv += ["--patience", "0"]
     run.main(argv)
@@ -237,6 +240,12 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=0.0,
         help="epochs a trial's best must stay flat before a pruner may cut it (default: 0)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        help="fix every trial's batch size, taking it out of the search space, so steps saved and "
+        "examples saved are one measure (default: searched)",
     )
     parser.add_argument(
         "--pruner-startup-trials",

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import optuna
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -88,6 +89,22 @@ def test_pruning_quick_run_compares_both_pruners_and_resumes(
     assert pruning.main(argv) == 0, "a rerun over the same workdir resumes: nothing left to run"
     again = json.loads(out.read_text())
     assert [again[n]["steps"] for n in arms] == [first[n]["steps"] for n in arms]
+
+
+def test_pruning_with_a_fixed_batch_size_counts_examples_as_steps_times_batch(
+    tiny_checkpoint, toy_data, tmp_path, monkeypatch
+):
+    out, workdir = tmp_path / "pruning.json", tmp_path / "work"
+    argv = [
+        "--quick", "--data", str(toy_data), "--teacher", str(tiny_checkpoint), "--max-length", "32",
+        "--workdir", str(workdir), "--arms", "none", "--batch-size", "16", "--json", str(out),
+    ]  # fmt: skip
+    assert _load("pruning", monkeypatch).main(argv) == 0
+    figures = json.loads(out.read_text())["none"]
+    assert figures["examples"] == figures["steps"] * 16 > 0
+    study = optuna.load_study(study_name="bench-none-seed0", storage=f"sqlite:///{workdir}/none-seed0.db")
+    assert all(t.user_attrs["config"]["batch_size"] == 16 for t in study.trials)
+    assert not any("batch_size" in t.params for t in study.trials), "a fixed setting leaves the space"
 
 
 def test_quality_quick_run_scores_recipe_and_tuned_per_method(
