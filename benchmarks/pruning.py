@@ -110,7 +110,7 @@ def run_study(arm: Arm, seed: int, args: argparse.Namespace, workdir: Path) -> d
         "--cache-dir", str(cache_dir),
         *subset_flags(args),
     ]  # fmt: skip
-    if args.batch_size:
+    if args.batch_size is not None:
         argv += ["--batch-size", str(args.batch_size)]
     if not arm.early_stopping:
         argv += ["--patience", "0"]

@@ -107,6 +107,16 @@ def test_pruning_with_a_fixed_batch_size_counts_examples_as_steps_times_batch(
     assert not any("batch_size" in t.params for t in study.trials), "a fixed setting leaves the space"
 
 
+def test_pruning_rejects_a_batch_size_of_zero_instead_of_searching_it(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "pruning.py"), "--batch-size", "0", "--workdir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "batch_size must be positive, but got 0" in result.stderr
+
+
 def test_quality_quick_run_scores_recipe_and_tuned_per_method(
     tiny_checkpoint, toy_data, tmp_path, monkeypatch, capsys
 ):
