@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         "--top-k",
         type=int,
         default=1,
-        help="retrain each study's K best trials and score the one with the best mean validation (default: 1)",
+        help="retrain each study's K best trials and score the one with the best mean validation "
+        "(default: 1)",
     )
     add_study_arguments(parser)
     parser.add_argument("--quick", action="store_true", help="tiny subsets and 2 trials (CI smoke)")
@@ -162,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
             print(_row(method, results[method]), flush=True)
             if args.top_k > 1:
                 print(
-                    f"       tuned: trial {winner['trial']}, best mean validation of the study's {len(candidates)} best"
+                    f"       tuned: trial {winner['trial']}, "
+                    f"best mean validation of the study's {len(candidates)} best"
                 )
     for line in _target_lines(results):
         print(line)

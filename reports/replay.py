@@ -51,13 +51,18 @@ class PrunerSetting:
         )
 
     @property
+    def startup(self) -> int | None:
+        """Trials that finish before the pruner judges any; None for Hyperband, which ignores the setting."""
+        return self.startup_trials if self.name == "median" else None
+
+    @property
     def label(self) -> str:
         """E.g. ``median, warm-up 0.5 epochs, patience 0.25 epochs``."""
         parts = [self.name, f"warm-up {self.warmup_epochs:g} epochs"]
         if self.patience_epochs:
             parts.append(f"patience {self.patience_epochs:g} epochs")
-        if self.name == "median" and self.startup_trials != MEDIAN_STARTUP_TRIALS:
-            parts.append(f"{self.startup_trials} start-up trials")
+        if self.startup not in (None, MEDIAN_STARTUP_TRIALS):
+            parts.append(f"{self.startup} start-up trials")
         return ", ".join(parts)
 
 

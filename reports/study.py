@@ -97,8 +97,8 @@ def pruning_replay_markdown(study: optuna.Study) -> list[str]:
         "",
         "No trial of this study was pruned. Its trials, replayed in order through each pruner: the same",
         "configurations, so the difference is pruning alone (pass `--pruner`, `--pruner-warmup-epochs`,",
-        "`--pruner-patience-epochs` and `--pruner-startup-trials` to `search.run`). Fewer reports an epoch than the study made are its",
-        "curves thinned out (`--evals-per-epoch`).",
+        "`--pruner-patience-epochs` and `--pruner-startup-trials` to `search.run`). Fewer reports an epoch",
+        "than the study made are its curves thinned out (`--evals-per-epoch`).",
         "",
         "| reports an epoch | pruner | warm-up (epochs) | patience (epochs) | start-up trials | trials cut "
         "| training steps saved | best value kept |",
@@ -107,7 +107,7 @@ def pruning_replay_markdown(study: optuna.Study) -> list[str]:
     for rate, replays in by_rate.items():
         for setting, replay in replays.items():
             best = "-" if replay.best_value is None else f"{replay.best_value:.4f}"
-            startup = setting.startup_trials if setting.name == "median" else "-"
+            startup = "-" if setting.startup is None else setting.startup
             lines.append(
                 f"| {rate} | {setting.name} | {setting.warmup_epochs:g} | {setting.patience_epochs:g} "
                 f"| {startup} | {replay.pruned} | {replay.steps_saved:.0%} | {best} |"

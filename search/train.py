@@ -132,7 +132,7 @@ def pick_winner(results: list[dict[str, Any]], *, maximize: bool) -> dict[str, A
 def retrain_top_candidates(
     document: dict[str, Any], seeds: int, *, top_k: int, out: Path, cache_dir: Path, progress: bool
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Retrain an export's ``top_k`` best candidates over ``seeds`` seeds each (see :func:`retrain_candidate`).
+    """Retrain an export's ``top_k`` best candidates over ``seeds`` seeds each (:func:`retrain_candidate`).
 
     Returns:
         Every candidate's results, in rank order, and the winner among them (:func:`pick_winner`).
