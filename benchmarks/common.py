@@ -45,6 +45,17 @@ def add_study_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", type=Path, help="share tokens and teachers between runs")
 
 
+def add_top_k_argument(parser: argparse.ArgumentParser, flag: str, *, prefix: str = "") -> None:
+    """``flag``: how many of a study's best trials to retrain, as ``search.train --top-k`` does."""
+    parser.add_argument(
+        flag,
+        type=int,
+        default=1,
+        help=f"{prefix}retrain the K best trials and score the one with the best mean validation "
+        "over the seeds, as search.train picks its winner (default: 1)",
+    )
+
+
 def subset_flags(args: argparse.Namespace) -> list[str]:
     """The subset arguments that were given, as ``search.run`` flags."""
     flags = []

@@ -52,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import (  # noqa: E402
     add_data_arguments,
     add_study_arguments,
+    add_top_k_argument,
     machine,
     subset_flags,
     working_folder,
@@ -275,13 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="retrain each study's best configuration over N seeds and score it on test (default: 0, off)",
     )
-    parser.add_argument(
-        "--test-top-k",
-        type=int,
-        default=1,
-        help="with --test-seeds, retrain the K best trials and score the one with the best mean "
-        "validation over the seeds, as search.train picks its winner (default: 1)",
-    )
+    add_top_k_argument(parser, "--test-top-k", prefix="with --test-seeds, ")
     add_study_arguments(parser)
     parser.add_argument("--quick", action="store_true", help="a few trials on a small subset (CI smoke)")
     args = parser.parse_args(argv)

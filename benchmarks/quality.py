@@ -24,6 +24,7 @@ from benchmarks.common import (  # noqa: E402
     SUBSET_FLAGS,
     add_data_arguments,
     add_study_arguments,
+    add_top_k_argument,
     machine,
     subset_flags,
     working_folder,
@@ -117,13 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--trials", type=int, default=20, help="trials of each tuning study")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument(
-        "--top-k",
-        type=int,
-        default=1,
-        help="retrain each study's K best trials and score the one with the best mean validation "
-        "(default: 1)",
-    )
+    add_top_k_argument(parser, "--top-k", prefix="for each method, ")
     add_study_arguments(parser)
     parser.add_argument("--quick", action="store_true", help="tiny subsets and 2 trials (CI smoke)")
     args = parser.parse_args(argv)
