@@ -353,11 +353,18 @@ class LengthGroupedBatches(Sampler[list[int]]):
 
 
 def make_loader(
-    encoded: EncodedSplit, *, batch_size: int, pad_token_id: int, shuffle: bool, seed: int = 0
+    encoded: EncodedSplit,
+    *,
+    batch_size: int,
+    pad_token_id: int,
+    shuffle: bool,
+    seed: int = 0,
+    pin_memory: bool = False,
 ) -> DataLoader:
     """A loader of dicts with ``input_ids``, ``attention_mask``, ``labels`` and ``index``.
 
     ``index`` is each example's position in the split, used to look up cached teacher logits.
+    ``pin_memory`` lets batches travel to a GPU without making the host wait.
     """
 
     def collate(indices: list[int]) -> dict[str, torch.Tensor]:
@@ -379,4 +386,4 @@ def make_loader(
     sampler = LengthGroupedBatches(
         [len(row) for row in encoded.input_ids], batch_size, shuffle=shuffle, seed=seed
     )
-    return DataLoader(_Indexed(encoded), batch_sampler=sampler, collate_fn=collate)
+    return DataLoader(_Indexed(encoded), batch_sampler=sampler, collate_fn=collate, pin_memory=pin_memory)

@@ -24,7 +24,7 @@ from transformers import get_linear_schedule_with_warmup
 from trainers.checkpoint import Checkpoint, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from trainers.config import TrainConfig, maximizes
 from trainers.data import make_loader
-from trainers.device import make_accelerator
+from trainers.device import make_accelerator, training_device
 from trainers.evaluate import Metrics, evaluate
 from trainers.losses import classification_loss, distillation_loss
 from trainers.models import (
@@ -44,7 +44,7 @@ class Status(enum.StrEnum):
     EARLY_STOPPED = "early_stopped"  # patience ran out; the best evaluation is kept
     STOPPED = "stopped"  # the on_eval callback asked to stop (a pruned trial)
     COLLAPSED = "collapsed"  # predictions fell to one class, or the loss stuck at chance
-    DIVERGED = "diverged"  # the loss became NaN or infinite
+    DIVERGED = "diverged"  # the training loss became NaN or infinite (checked at each evaluation)
 
 
 # Runs that failed rather than finished: their scores are not a configuration's quality.
@@ -172,6 +172,7 @@ def make_train_loader(config: TrainConfig, task: Task) -> DataLoader:
         pad_token_id=task.tokenizer.pad_token_id,
         shuffle=True,
         seed=config.seed,
+        pin_memory=training_device().type == "cuda",
     )
 
 
@@ -215,6 +216,7 @@ def train(
         batch_size=config.eval_batch_size,
         pad_token_id=task.tokenizer.pad_token_id,
         shuffle=False,
+        pin_memory=training_device().type == "cuda",
     )
     sampler = train_loader.batch_sampler  # its pass count decides the batch order, so checkpoints keep it
     steps_per_epoch = len(train_loader)
@@ -246,7 +248,7 @@ def train(
     )
     teacher_logits = task.teacher_logits.to(accelerator.device) if config.distills else None
     eval_points = evaluation_points(steps_per_epoch, config.evals_per_epoch)
-    sums, count = torch.zeros(4), 0
+    sums, count = torch.zeros(4, device=accelerator.device), 0
     status, reason = Status.COMPLETED, None
     bar = tqdm(
         total=total_steps, initial=step, desc=config.method, disable=not progress, leave=False, unit="step"
@@ -263,9 +265,6 @@ def train(
                 )
             else:
                 parts = classification_loss(logits, batch["labels"])
-            if not torch.isfinite(parts.total):
-                status, reason = Status.DIVERGED, f"loss became {parts.total.item()} at step {step}"
-                break
             accelerator.backward(parts.total)
             if config.max_grad_norm > 0:
                 accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
@@ -273,14 +272,20 @@ def train(
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            sums += torch.stack([p.detach().float().cpu() for p in parts])
+            # Summed on the device and read only at evaluations: reading a loss on the host every
+            # step would make the CPU wait for the GPU's queue to drain before launching the next step.
+            sums += torch.stack([p.detach().float() for p in parts])
             count += 1
             bar.update()
             if (step - 1) % steps_per_epoch + 1 not in eval_points:
                 continue
 
             means = (sums / count).tolist()
-            sums, count = torch.zeros(4), 0
+            if not math.isfinite(means[0]):
+                status = Status.DIVERGED
+                reason = f"training loss became {means[0]} between steps {step - count + 1} and {step}"
+                break
+            sums, count = torch.zeros(4, device=accelerator.device), 0
             metrics = evaluate(model, val_loader, task.validation.labels, task.label_names)
             record = EvalRecord(step, step / steps_per_epoch, *means, validation=metrics)
             history.append(record)
