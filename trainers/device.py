@@ -21,9 +21,10 @@ def synchronize(device: torch.device) -> None:
 def make_accelerator() -> Accelerator:
     """An ``Accelerator`` on CUDA with bf16 autocast when a GPU supports it, else fp32 on the CPU."""
     if training_device().type == "cuda":
-        # cuDNN's attention builds an execution plan for every new (batch, width) shape, and dynamic
-        # padding makes nearly every width new: measured on an H100, ~15 s of plan building in a
-        # short run. The memory-efficient kernel takes any shape at no set-up cost.
+        # cuDNN's attention sets itself up for every new (batch, width) shape, and dynamic padding
+        # makes nearly every width new: on an H100 a first short run spent ~15 s more in attention
+        # than a second one, and no more once this was off. The memory-efficient kernel takes any
+        # shape at no set-up cost.
         torch.backends.cuda.enable_cudnn_sdp(False)
         precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
         # Copies from pinned memory that do not wait: the GPU runs ahead while the next batch arrives.
