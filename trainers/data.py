@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from trainers.cache import fingerprint, load_tensors, locked, save_tensors
 from trainers.config import DataConfig
+from trainers.device import training_device
 from trainers.errors import DataError
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
@@ -353,18 +354,12 @@ class LengthGroupedBatches(Sampler[list[int]]):
 
 
 def make_loader(
-    encoded: EncodedSplit,
-    *,
-    batch_size: int,
-    pad_token_id: int,
-    shuffle: bool,
-    seed: int = 0,
-    pin_memory: bool = False,
+    encoded: EncodedSplit, *, batch_size: int, pad_token_id: int, shuffle: bool, seed: int = 0
 ) -> DataLoader:
     """A loader of dicts with ``input_ids``, ``attention_mask``, ``labels`` and ``index``.
 
     ``index`` is each example's position in the split, used to look up cached teacher logits.
-    ``pin_memory`` lets batches travel to a GPU without making the host wait.
+    Batches are pinned when training on a GPU, so they travel there without making the host wait.
     """
 
     def collate(indices: list[int]) -> dict[str, torch.Tensor]:
@@ -386,4 +381,5 @@ def make_loader(
     sampler = LengthGroupedBatches(
         [len(row) for row in encoded.input_ids], batch_size, shuffle=shuffle, seed=seed
     )
+    pin_memory = training_device().type == "cuda"
     return DataLoader(_Indexed(encoded), batch_sampler=sampler, collate_fn=collate, pin_memory=pin_memory)

@@ -24,7 +24,7 @@ from transformers import get_linear_schedule_with_warmup
 from trainers.checkpoint import Checkpoint, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from trainers.config import TrainConfig, maximizes
 from trainers.data import make_loader
-from trainers.device import make_accelerator, training_device
+from trainers.device import make_accelerator
 from trainers.evaluate import Metrics, evaluate
 from trainers.losses import classification_loss, distillation_loss
 from trainers.models import (
@@ -172,7 +172,6 @@ def make_train_loader(config: TrainConfig, task: Task) -> DataLoader:
         pad_token_id=task.tokenizer.pad_token_id,
         shuffle=True,
         seed=config.seed,
-        pin_memory=training_device().type == "cuda",
     )
 
 
@@ -216,7 +215,6 @@ def train(
         batch_size=config.eval_batch_size,
         pad_token_id=task.tokenizer.pad_token_id,
         shuffle=False,
-        pin_memory=training_device().type == "cuda",
     )
     sampler = train_loader.batch_sampler  # its pass count decides the batch order, so checkpoints keep it
     steps_per_epoch = len(train_loader)
