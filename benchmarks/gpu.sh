@@ -1,38 +1,50 @@
 #!/usr/bin/env bash
-# The throughput benchmark on a lent GPU machine, in one call. Run from the repo root there, with
-# gpu-kit/ (built by benchmarks/gpu_prepare.sh) carried:
-#     bash benchmarks/gpu.sh
+# A benchmark on a lent GPU machine, in one call. Run from the repo root there, with gpu-kit/ (built
+# by benchmarks/gpu_prepare.sh) carried:
+#     bash benchmarks/gpu.sh                      # throughput.py: toxitune's loop against the notebook's
+#     GPU_BENCH=quality bash benchmarks/gpu.sh    # quality.py at full scale, in parallel workers
 # On a machine without CUDA it runs the same on the CPU, which is how it is tested. Knobs:
-#     GPU_BENCH_SIZES="1024 11916"  training-set sizes, one throughput.py run each (11916 = the whole split)
-#     GPU_BENCH_RUN_TIMEOUT=240     seconds allowed per run, so one stuck run leaves time for the rest
-#     GPU_BENCH_ARGS=""             extra throughput.py flags, e.g. "--skip-lora"
-# Writes gpu.log and throughput-gpu-SIZE.json to $OUT (the device tool's folder; /tmp/toxitune-gpu-out if unset).
+#     GPU_BENCH_SIZES="1024 11916"  throughput: training-set sizes, one run each (11916 = the whole split)
+#     GPU_BENCH_RUN_TIMEOUT=240     throughput: seconds allowed per run, so one stuck run leaves time for the rest
+#     GPU_BENCH_ARGS=""             extra flags for the benchmark, e.g. "--skip-lora" or "--train-size 64"
+#     GPU_QUALITY_JOBS=8 GPU_QUALITY_TRIALS=20 GPU_QUALITY_SEEDS=3   quality: its --jobs, --trials, --seeds
+#     GPU_QUALITY_TIMEOUT=540       quality: seconds before it is stopped; rerun on the warm machine to resume
+# Writes gpu.log and throughput-gpu-SIZE.json or quality-gpu.json (with the studies and per-seed
+# reports in quality-work/) to $OUT (the device tool's folder; /tmp/toxitune-gpu-out if unset).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 KIT=gpu-kit
+BENCH="${GPU_BENCH:-throughput}"
 SIZES="${GPU_BENCH_SIZES:-1024 11916}"
 RUN_TIMEOUT="${GPU_BENCH_RUN_TIMEOUT:-240}"
 OUT="${OUT:-/tmp/toxitune-gpu-out}"
-TEACHER=/tmp/toxitune-teacher
+# The real MiniLM weights, carried as float16; toxitune loads any checkpoint with float32 weights.
+TEACHER="$KIT/teacher"
+# An ignored folder of the repo: a warm machine keeps it between calls, so a cut-off run resumes.
+QUALITY_WORK=bench-work/gpu-quality
 mkdir -p "$OUT"
 # Nothing can be fetched there: fail fast on any hub look-up instead of waiting for network time-outs.
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false
 export PYTHONUNBUFFERED=1
+# Every model load prints a report and a deprecation warning; with eight workers they would bury the figures.
+export TRANSFORMERS_VERBOSITY=error PYTHONWARNINGS=ignore::FutureWarning
 
 main() {
-    for f in data/train.csv data/validation.csv data/test.csv teacher/config.json teacher/tokenizer.json; do
+    [[ "$BENCH" == throughput || "$BENCH" == quality ]] || { echo "error: GPU_BENCH=$BENCH; use throughput or quality"; return 1; }
+    for f in data/train.csv data/validation.csv data/test.csv teacher/config.json teacher/tokenizer.json teacher/model.safetensors; do
         [[ -f "$KIT/$f" ]] || { echo "error: $KIT/$f missing; run bash benchmarks/gpu_prepare.sh here and carry [\"gpu-kit\"]"; return 1; }
     done
 
     # Packages the device image lacks travel as wheels; a private target leaves its own site-packages alone.
-    if compgen -G "$KIT/whl/*.whl" >/dev/null; then
+    if compgen -G "$KIT/whl/*.whl" >/dev/null && ! python3 -c 'import optuna' 2>/dev/null; then
         PIP_ROOT_USER_ACTION=ignore python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$KIT"/whl/*.whl
         export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
     fi
     python3 - <<'EOF'
 import importlib, sys
-names = "torch transformers accelerate peft pandas numpy sklearn tqdm filelock huggingface_hub safetensors tokenizers".split()
+names = ("torch transformers accelerate peft pandas numpy sklearn scipy yaml optuna tqdm filelock huggingface_hub "
+         "safetensors tokenizers").split()
 missing = []
 for name in names:
     try:
@@ -41,37 +53,18 @@ for name in names:
         missing.append(name)
 if missing:
     sys.exit(f"error: missing Python packages {missing}; add their wheels to WHEELS in benchmarks/gpu_prepare.sh and rerun it")
-import torch, transformers, accelerate, peft
+import torch, transformers, accelerate, peft, optuna
 print(f"python {sys.version.split()[0]}, torch {torch.__version__}, transformers {transformers.__version__}, "
-      f"accelerate {accelerate.__version__}, peft {peft.__version__}")
+      f"accelerate {accelerate.__version__}, peft {peft.__version__}, optuna {optuna.__version__}")
 EOF
 
     if command -v nvidia-smi >/dev/null; then nvidia-smi -L; else echo "nvidia-smi: not found"; fi
     python3 -c 'import torch; print("torch device:", torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu (no CUDA)")'
 
-    # The real weights (~90 MB) cannot travel; a seeded random-weight model of the same architecture
-    # does the same arithmetic, and throughput does not depend on the weight values.
-    python3 - "$KIT/teacher" "$TEACHER" <<'EOF'
-import shutil, sys
-from pathlib import Path
-import torch
-from transformers import AutoConfig, AutoModel
-from transformers.utils import logging
-logging.disable_progress_bar()
-source, target = Path(sys.argv[1]), Path(sys.argv[2])
-shutil.rmtree(target, ignore_errors=True)
-torch.manual_seed(0)
-model = AutoModel.from_config(AutoConfig.from_pretrained(source))
-model.save_pretrained(target, safe_serialization=True)
-for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
-    if (source / name).exists():
-        shutil.copy(source / name, target / name)
-params = sum(p.numel() for p in model.parameters())
-print(f"teacher: MiniLM-L6 architecture ({model.config.num_hidden_layers} layers, hidden {model.config.hidden_size}, "
-      f"{params / 1e6:.1f}M parameters) with RANDOM weights in {target}; "
-      "throughput does not depend on the weight values, so these figures stand for the real teacher's")
-EOF
+    if [[ "$BENCH" == quality ]]; then quality; else throughput; fi
+}
 
+throughput() {
     local failed=0
     for size in $SIZES; do
         echo
@@ -105,6 +98,25 @@ for size in sizes:
     print(line)
 EOF
     return "$failed"
+}
+
+quality() {
+    local jobs="${GPU_QUALITY_JOBS:-8}" trials="${GPU_QUALITY_TRIALS:-20}" seeds="${GPU_QUALITY_SEEDS:-3}"
+    local started=$SECONDS rc=0
+    echo
+    echo "=== quality.py --jobs $jobs --trials $trials --seeds $seeds (resuming whatever $QUALITY_WORK holds) ==="
+    # shellcheck disable=SC2086  # GPU_BENCH_ARGS is a list of flags
+    timeout "${GPU_QUALITY_TIMEOUT:-540}" python3 benchmarks/quality.py --data "$KIT/data" --teacher "$TEACHER" \
+        --jobs "$jobs" --trials "$trials" --seeds "$seeds" --workdir "$QUALITY_WORK" \
+        --json "$OUT/quality-gpu.json" ${GPU_BENCH_ARGS:-} || rc=$?
+    echo "quality.py: exit $rc after $((SECONDS - started)) s"
+    if ((rc == 124)); then
+        echo "cut off: rerun the same call while the machine is warm; it resumes from $QUALITY_WORK"
+    fi
+    # The studies and every finished run's report come back; models and caches stay there.
+    mkdir -p "$OUT/quality-work"
+    (cd "$QUALITY_WORK" && find . \( -path '*/runs/*.json' -o -name quality.log \) -exec cp --parents -t "$OUT/quality-work" {} +)
+    return "$rc"
 }
 
 main 2>&1 | tee "$OUT/gpu.log"

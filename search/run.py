@@ -55,7 +55,8 @@ def build_parser() -> ArgumentParser:
         "--seed",
         type=int,
         default=0,
-        help="sampler seed (default: 0); trials train with the preset's seed, default 0",
+        help="seed of the sampler and of every trial's training (default: 0); each worker seeds its "
+        "sampler with it plus the number of its first trial",
     )
     parser.add_argument(
         "--pruner", choices=("median", "hyperband", "none"), default="median", help="(default: median)"

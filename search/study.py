@@ -6,11 +6,12 @@ import json
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import optuna
+from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from search.pruners import MEDIAN_STARTUP_TRIALS, PrunerName, make_pruner, reports_within
@@ -62,14 +63,69 @@ class StudySettings:
             raise ToxituneError(f"--timeout must be positive, but got {self.timeout}")
 
 
-def make_sampler(name: SamplerName, seed: int, offset: int) -> optuna.samplers.BaseSampler:
-    """A seeded sampler; ``offset`` (trials already run) keeps a resumed study from replaying draws."""
+def make_sampler(name: SamplerName, seed: int) -> optuna.samplers.BaseSampler:
+    """A sampler seeded with ``seed`` plus the number of the first trial it samples.
+
+    A lone worker that resumes a study so draws afresh instead of replaying its first trials, and
+    workers that open a study together, which get distinct trial numbers, never share a seed.
+    """
+    return FirstTrialSeeded(lambda first_trial: _seeded_sampler(name, seed + first_trial))
+
+
+def _seeded_sampler(name: SamplerName, seed: int) -> optuna.samplers.BaseSampler:
     if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed + offset)
+        return optuna.samplers.RandomSampler(seed=seed)
     with warnings.catch_warnings():
         # Experimental in Optuna, but they let TPE model parameters jointly (lr with batch size, loss weights).
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(seed=seed + offset, multivariate=True, group=True)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
+
+
+class FirstTrialSeeded(optuna.samplers.BaseSampler):
+    """Builds its sampler when the first trial starts, from that trial's number, then defers to it."""
+
+    def __init__(self, build: Callable[[int], optuna.samplers.BaseSampler]) -> None:
+        self._build = build
+        self._sampler: optuna.samplers.BaseSampler | None = None
+
+    @property
+    def _inner(self) -> optuna.samplers.BaseSampler:
+        if self._sampler is None:
+            raise RuntimeError("FirstTrialSeeded sampled before any trial started")
+        return self._sampler
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if self._sampler is None:
+            self._sampler = self._build(trial.number)
+        self._sampler.before_trial(study, trial)
+
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        return self._inner.infer_relative_search_space(study, trial)
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        return self._inner.sample_relative(study, trial, search_space)
+
+    def sample_independent(
+        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> Any:
+        return self._inner.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        state: TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        self._inner.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        if self._sampler is not None:
+            self._sampler.reseed_rng()
 
 
 def open_study(
@@ -80,14 +136,11 @@ def open_study(
     Raises:
         ToxituneError: The study exists with another method or metric.
     """
-    storage = open_storage(settings.storage)
-    existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
-    offset = existing[settings.name].n_trials if settings.name in existing else 0
     study = optuna.create_study(
         study_name=settings.name,
-        storage=storage,
+        storage=open_storage(settings.storage),
         direction=settings.direction,
-        sampler=make_sampler(settings.sampler, settings.seed, offset),
+        sampler=make_sampler(settings.sampler, settings.seed),
         pruner=make_pruner(
             settings.pruner,
             evaluations=evaluations,
@@ -135,6 +188,11 @@ def finished_count(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
+def claimed_count(study: optuna.Study) -> int:
+    """Finished trials and those other workers are running: what a worker must not start beyond."""
+    return len(study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING)))
+
+
 def run_until(
     study: optuna.Study,
     objective: Callable[[optuna.Trial], float],
@@ -143,7 +201,8 @@ def run_until(
     """Run trials until the study holds ``settings.trials`` finished ones, or the timeout passes.
 
     Trials of processes that died mid-trial are marked FAIL first; finished trials are never rerun.
-    Returns the numbers of the orphaned trials that were failed.
+    Trials other workers are running count too, so workers sharing the study do not overshoot its
+    target; one whose trial then fails is left to its worker, which runs another. Returns the numbers of the orphaned trials that were failed.
 
     Raises:
         ToxituneError: Several trials in a row failed with an error (a bug, not a bad config).
@@ -152,7 +211,7 @@ def run_until(
     deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
     failures = 0
     last: list[FrozenTrial] = []
-    while finished_count(study) < settings.trials:
+    while claimed_count(study) < settings.trials:
         remaining = None if deadline is None else deadline - time.monotonic()
         if remaining is not None and remaining <= 0:
             break

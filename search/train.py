@@ -23,9 +23,10 @@ from trainers.cache import default_cache_dir
 from trainers.cli import ArgumentParser, run_main
 from trainers.config import TrainConfig, maximizes
 from trainers.errors import ConfigError
-from trainers.loop import FAILURES, train
+from trainers.loop import FAILURES, TrainResult, train
 from trainers.models import save_classifier
 from trainers.prepare import prepare_task
+from trainers.task import Task
 from trainers.train import run_report
 
 SUMMARY_METRICS = ("accuracy", "macro_f1", "weighted_f1")
@@ -79,29 +80,22 @@ def retrain_candidate(
     maximize = maximizes(config.metric)
     runs = []
     for seed in range(config.seed, config.seed + seeds):
-        report_path = out / "runs" / f"trial-{candidate['trial']}-seed-{seed}.json"
+        report_path = seed_report_path(out, candidate["trial"], seed)
         seeded = dataclasses.replace(config, seed=seed)
-        if report_path.exists():
-            report = json.loads(report_path.read_text())
-            # Another export's trial of the same number must be trained, not read.
-            if report["config"] == json.loads(json.dumps(seeded.to_dict())):
-                runs.append(report)
-                continue
-        result = train(seeded, task, progress=progress)
-        report = {"seed": seed, **run_report(seeded, task, result)}
+        report = stored_report(report_path, seeded)
+        if report is not None:
+            runs.append(report)
+            continue
+        report, result = train_seed(seeded, task, trial=candidate["trial"], progress=progress)
         score = report["validation"][config.metric] if report["validation"] else None
         previous = [r["validation"][config.metric] for r in runs if r["validation"]]
         if score is not None and all(score > p if maximize else score < p for p in previous):
             shutil.rmtree(folder / "model", ignore_errors=True)
             save_classifier(result.model, task.tokenizer, folder / "model")
             (folder / "best_seed.json").write_text(json.dumps({"seed": seed, "validation": score}))
-        report_path.parent.mkdir(parents=True, exist_ok=True)
-        report_path.write_text(json.dumps(report, indent=2))
+        # Written last: a run interrupted while its model was saved is trained again, not read.
+        write_report(report_path, report)
         runs.append(report)
-        print(
-            f"trial {candidate['trial']} seed {seed}: {report['status']}, validation {config.metric} {_show(score)}, "
-            f"test macro-F1 {_show(report['test']['macro_f1'] if report['test'] else None)}"
-        )
     scored = [r for r in runs if r["validation"]]
     return {
         "trial": candidate["trial"],
@@ -112,9 +106,59 @@ def retrain_candidate(
         "statuses": [r["status"] for r in runs],
         "validation": mean_ci([r["validation"][config.metric] for r in scored]),
         "test": {name: mean_ci([r["test"][name] for r in scored]) for name in SUMMARY_METRICS},
-        "model": str(folder / "model") if scored else None,
+        # Seeds trained elsewhere (prepare_seed) leave no model here.
+        "model": str(folder / "model") if (folder / "model").is_dir() else None,
         "config": candidate["config"],
     }
+
+
+def seed_report_path(out: Path, trial: int | str, seed: int) -> Path:
+    """Where the report of ``trial`` trained with ``seed`` is kept under ``out``."""
+    return out / "runs" / f"trial-{trial}-seed-{seed}.json"
+
+
+def stored_report(path: Path, config: TrainConfig) -> dict[str, Any] | None:
+    """The report at ``path`` if it was trained with exactly ``config``, else ``None``.
+
+    Another export's trial of the same number must be trained, not read.
+    """
+    if not path.exists():
+        return None
+    report = json.loads(path.read_text())
+    return report if report["config"] == json.loads(json.dumps(config.to_dict())) else None
+
+
+def train_seed(
+    config: TrainConfig, task: Task, *, trial: int | str, progress: bool
+) -> tuple[dict[str, Any], TrainResult]:
+    """Train ``config`` (seed included) and score it on test once; print and return its report."""
+    result = train(config, task, progress=progress)
+    report = {"seed": config.seed, **run_report(config, task, result)}
+    score = report["validation"][config.metric] if report["validation"] else None
+    print(
+        f"trial {trial} seed {config.seed}: {report['status']}, validation {config.metric} {_show(score)}, "
+        f"test macro-F1 {_show(report['test']['macro_f1'] if report['test'] else None)}"
+    )
+    return report, result
+
+
+def write_report(path: Path, report: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2))
+
+
+def prepare_seed(candidate: dict[str, Any], seed: int, *, out: Path, cache_dir: Path) -> None:
+    """Train one seed of ``candidate`` unless ``out`` holds it, keeping only its report.
+
+    :func:`retrain_candidate` then reads it instead of training it; so seeds can be spread over
+    processes (one call each) and gathered by one :func:`retrain_candidate` call. No model is kept.
+    """
+    config = dataclasses.replace(TrainConfig.from_dict(candidate["config"]), seed=seed)
+    report_path = seed_report_path(out, candidate["trial"], seed)
+    if stored_report(report_path, config) is None:
+        task = prepare_task(config, cache_dir=cache_dir, progress=False)
+        report, _ = train_seed(config, task, trial=candidate["trial"], progress=False)
+        write_report(report_path, report)
 
 
 def pick_winner(results: list[dict[str, Any]], *, maximize: bool) -> dict[str, Any]:

@@ -10,6 +10,8 @@ from pathlib import Path
 import optuna
 import pytest
 
+from search.storage import open_storage
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -142,6 +144,34 @@ def test_quality_quick_run_scores_recipe_and_tuned_per_method(
     assert "tuned LoRA within 1 point of the best student (even)" in printed
 
 
+def test_quality_jobs_spread_study_workers_and_seeds_over_processes_and_resume(
+    tiny_checkpoint, toy_data, tmp_path, monkeypatch, capsys
+):
+    workdir, out = tmp_path / "work", tmp_path / "quality.json"
+    argv = [
+        "--quick", "--data", str(toy_data), "--teacher", str(tiny_checkpoint), "--max-length", "32",
+        "--methods", "lora", "--trials", "4", "--workdir", str(workdir), "--json", str(out),
+    ]  # fmt: skip
+    quality = _load("quality", monkeypatch)
+    assert quality.main([*argv, "--jobs", "2"]) == 0
+    study = optuna.load_study(study_name="quality-lora", storage=open_storage(quality.study_storage(workdir)))
+    finished = [t for t in study.trials if t.state.is_finished()]
+    # --quick sets 2 trials; two workers may each start the last one, never more.
+    assert 2 <= len(finished) <= 3
+    assert len({json.dumps(t.params, sort_keys=True) for t in finished}) == len(finished), "no draw twice"
+    pair = json.loads(out.read_text())["results"]["lora"]
+    for name in ("recipe", "tuned"):
+        assert len(pair[name]["seeds"]) == 2 and pair[name]["model"] is None, "trained in workers, read here"
+    reports = sorted(path.name for path in (workdir / "lora" / "recipe" / "runs").glob("*.json"))
+    assert reports == ["trial-recipe-lora-seed-0.json", "trial-recipe-lora-seed-1.json"]
+    capsys.readouterr()
+    # A rerun reads every study and run it finds, trains nothing and prints the same figures.
+    before = out.read_text()
+    assert quality.main(argv) == 0
+    assert "seed 0: " not in capsys.readouterr().out, "nothing retrained"
+    assert json.loads(out.read_text())["results"] == json.loads(before)["results"]
+
+
 def test_pruning_over_several_seeds_sums_steps_and_averages_best_f1(
     tiny_checkpoint, toy_data, tmp_path, monkeypatch, capsys
 ):
@@ -188,6 +218,7 @@ def test_pruning_over_several_seeds_sums_steps_and_averages_best_f1(
         ("pruning", "--test-top-k", "0"),
         ("pruning", "--pruner-startup-trials", "0"),
         ("quality", "--top-k", "0"),
+        ("quality", "--jobs", "0"),
     ],
 )
 def test_benchmarks_reject_bad_flags_in_one_line(script, flag, value, tmp_path):

@@ -4,7 +4,7 @@ import importlib.util
 
 import pytest
 import torch
-from transformers import AutoModelForSequenceClassification
+from transformers import AutoModel, AutoModelForSequenceClassification
 
 from trainers.config import LoraSettings
 from trainers.errors import ConfigError
@@ -106,3 +106,11 @@ def test_packaged_minilm_resolves_to_local_safetensors():
     folder = resolve_checkpoint("sentence-transformers/all-MiniLM-L6-v2")
     assert os.path.isfile(os.path.join(folder, "model.safetensors"))
     assert resolve_checkpoint("bert-base-uncased") == "bert-base-uncased"
+
+
+def test_a_half_precision_checkpoint_loads_with_float32_weights_to_train(tiny_checkpoint, tmp_path):
+    half = AutoModel.from_pretrained(tiny_checkpoint).half()
+    half.save_pretrained(tmp_path / "half", safe_serialization=True)
+    assert next(AutoModel.from_pretrained(tmp_path / "half").parameters()).dtype == torch.float16
+    model = load_classifier(str(tmp_path / "half"), ["no", "yes"])
+    assert {p.dtype for p in model.parameters()} == {torch.float32}

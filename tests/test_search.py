@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 from search.objective import Objective
 from search.pruners import make_pruner, reports_within
 from search.run import main
-from search.study import state_counts, trial_state
+from search.study import _seeded_sampler, make_sampler, state_counts, trial_state
 from studies.spaces import FloatRange
 from trainers.errors import ConfigError, ToxituneError
 from trainers.prepare import prepare_task
@@ -234,8 +234,30 @@ def test_postgres_storage_shares_one_study_between_two_workers(tiny_checkpoint, 
     assert 4 <= len(finished) <= 5, "two workers may each start the last trial, never more"
     assert len({t.user_attrs["worker"] for t in study.trials}) == 2, "both workers ran trials"
     assert sorted(t.number for t in study.trials) == list(range(len(study.trials)))
+    assert len({repr(sorted(t.params.items())) for t in finished}) == len(finished), "no trial drawn twice"
     assert state_counts(study)["failed"] == 0
     optuna.delete_study(study_name=name, storage=url)
+
+
+def _draw(study: optuna.Study, sampler: optuna.samplers.BaseSampler) -> float:
+    study.sampler = sampler
+    trial = study.ask()
+    value = trial.suggest_float("x", 0.0, 1.0)
+    study.tell(trial, value)
+    return value
+
+
+@pytest.mark.parametrize("name", ["tpe", "random"])
+def test_samplers_are_seeded_from_their_first_trial_so_workers_never_share_draws(name):
+    study = optuna.create_study(direction="maximize")
+    first = _draw(study, make_sampler(name, seed=7))
+    # A second worker that opened the study at the same time starts at trial 1, from seed 8.
+    second = _draw(study, make_sampler(name, seed=7))
+    assert second != first
+    # A lone worker draws what a plain sampler with the study's seed draws, as before this wrapper.
+    plain = optuna.create_study(direction="maximize")
+    assert _draw(plain, _seeded_sampler(name, 7)) == first
+    assert _draw(optuna.create_study(direction="maximize"), _seeded_sampler(name, 8)) == second
 
 
 def test_every_trial_is_an_offline_wandb_run_with_its_metrics(tiny_checkpoint, toy_data, tmp_path):

@@ -67,6 +67,9 @@ def load_classifier(
             num_labels=len(label_names),
             id2label=dict(enumerate(label_names)),
             label2id={label: i for i, label in enumerate(label_names)},
+            # Float32 weights whatever the checkpoint was saved in: transformers 5 loads a half-precision
+            # one as half, where Adam's updates underflow. Mixed precision is trainers/device.py's job.
+            torch_dtype=torch.float32,
             use_safetensors=True,
             trust_remote_code=False,
             ignore_mismatched_sizes=True,
