@@ -8,11 +8,15 @@ import json
 import os
 import platform
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from search.train import prepare_seed
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "tweeteval-offensive"
@@ -54,6 +58,41 @@ def add_top_k_argument(parser: argparse.ArgumentParser, flag: str, *, prefix: st
         help=f"{prefix}retrain the K best trials and score the one with the best mean validation "
         "over the seeds, as search.train picks its winner (default: 1)",
     )
+
+
+def add_jobs_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--jobs``: worker processes, each with an equal share of the cores."""
+    parser.add_argument("--jobs", type=int, default=1, help=f"worker processes: {what} (default: 1)")
+
+
+@contextlib.contextmanager
+def worker_pool(jobs: int) -> Iterator[ProcessPoolExecutor]:
+    """``jobs`` fresh worker processes, each with an equal share of this machine's cores.
+
+    Spawned, not forked: a forked copy of a process that has already used torch's threads can hang.
+    """
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    with ProcessPoolExecutor(
+        jobs, mp_context=get_context("spawn"), initializer=torch.set_num_threads, initargs=(threads,)
+    ) as pool:
+        yield pool
+
+
+def wait_all(futures: Iterable[Future]) -> None:
+    """Wait for every future in turn; the first error is raised here."""
+    for future in futures:
+        future.result()
+
+
+def submit_seed_runs(
+    pool: ProcessPoolExecutor, candidates: Iterable[dict[str, Any]], seeds: int, *, out: Path, cache_dir: Path
+) -> list[Future]:
+    """Train each export candidate's ``seeds`` seeds in ``pool``, for ``search.train`` to read from ``out``."""
+    return [
+        pool.submit(prepare_seed, candidate, seed, out=out, cache_dir=cache_dir)
+        for candidate in candidates
+        for seed in range(candidate["config"]["seed"], candidate["config"]["seed"] + seeds)
+    ]
 
 
 def subset_flags(args: argparse.Namespace) -> list[str]:

@@ -11,8 +11,9 @@ Both keep toxitune's early stopping, which already ends a trial stuck at the maj
 study (``none-unstopped``: no pruner, ``--patience 0``) shows what a search spends when nothing cuts a
 trial short, as with a plain sweep, and how much of that the pruner and early stopping save together.
 ``--arms`` picks the studies; ``hyperband`` adds a study with Optuna's Hyperband pruner. Studies
-compare only against baselines in the same run; to run two at once, give each its own ``--arms`` over one
-``--workdir``, then rerun with all of them, which resumes both and prints the comparison.
+compare only against baselines in the same run. ``--jobs N`` runs N studies at once, each in its own
+process (one study per arm and seed, so the figures are those of running them one after another),
+then the ``--test-seeds`` retraining N runs at a time.
 
     python benchmarks/pruning.py --method odd --trials 50 --train-size 1000 --eval-size 500 --json pruning.json
 
@@ -51,10 +52,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import (  # noqa: E402
     add_data_arguments,
+    add_jobs_argument,
     add_study_arguments,
     add_top_k_argument,
     machine,
+    submit_seed_runs,
     subset_flags,
+    wait_all,
+    worker_pool,
     working_folder,
     write_json,
 )
@@ -96,10 +101,9 @@ def study_location(arm: Arm, seed: int, workdir: Path) -> tuple[str, str]:
     return f"bench-{name}", f"sqlite:///{workdir}/{name}.db"
 
 
-def run_study(arm: Arm, seed: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    """Run (or resume) the study of ``arm`` with sampler ``seed``; return its steps, trial time and best value."""
+def study_argv(arm: Arm, seed: int, args: argparse.Namespace, workdir: Path) -> list[str]:
+    """``search.run`` arguments of ``arm``'s study with sampler ``seed``."""
     name, storage = study_location(arm, seed, workdir)
-    cache_dir = args.cache_dir or workdir / "cache"
     argv = [
         "--method", args.method, "--trials", str(args.trials), "--pruner", arm.pruner, "--seed", str(seed),
         "--study", name, "--storage", storage, "--wandb-mode", "disabled", "--no-progress",
@@ -108,14 +112,45 @@ def run_study(arm: Arm, seed: int, args: argparse.Namespace, workdir: Path) -> d
         "--pruner-patience-epochs", str(args.pruner_patience_epochs),
         "--pruner-startup-trials", str(args.pruner_startup_trials),
         *(["--pruner-signal", args.pruner_signal] if args.pruner_signal else []),
-        "--cache-dir", str(cache_dir),
+        "--cache-dir", str(args.cache_dir or workdir / "cache"),
         *subset_flags(args),
     ]  # fmt: skip
     if args.batch_size is not None:
         argv += ["--batch-size", str(args.batch_size)]
     if not arm.early_stopping:
         argv += ["--patience", "0"]
-    run.main(argv)
+    return argv
+
+
+def run_in_parallel(args: argparse.Namespace, workdir: Path, arms: list[str]) -> None:
+    """Run every study ``--jobs`` at a time, then train every ``--test-seeds`` run ``--jobs`` at a time.
+
+    What this leaves in ``workdir`` the sequential pass (:func:`run_study`) reads instead of training.
+    """
+    studies = [(ARMS[name], seed) for name in arms for seed in args.seeds]
+    with worker_pool(args.jobs) as pool:
+        wait_all([pool.submit(run.main, study_argv(arm, seed, args, workdir)) for arm, seed in studies])
+        if not args.test_seeds:
+            return
+        runs = []
+        for arm, seed in studies:
+            name, storage = study_location(arm, seed, workdir)
+            study = optuna.load_study(study_name=name, storage=storage)
+            if best_trial(study):
+                runs += submit_seed_runs(
+                    pool,
+                    export_study(study, top_k=args.test_top_k)["candidates"],
+                    args.test_seeds,
+                    out=workdir / "retrained" / name,
+                    cache_dir=args.cache_dir or workdir / "cache",
+                )
+        wait_all(runs)
+
+
+def run_study(arm: Arm, seed: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """Run (or resume) the study of ``arm`` with sampler ``seed``; return its steps, trial time and best value."""
+    name, storage = study_location(arm, seed, workdir)
+    run.main(study_argv(arm, seed, args, workdir))
     study = optuna.load_study(study_name=name, storage=storage)
     best = best_trial(study)
     counts = state_counts(study)
@@ -126,7 +161,7 @@ def run_study(arm: Arm, seed: int, args: argparse.Namespace, workdir: Path) -> d
             args.test_seeds,
             top_k=args.test_top_k,
             out=workdir / "retrained" / name,
-            cache_dir=cache_dir,
+            cache_dir=args.cache_dir or workdir / "cache",
             progress=False,
         )
         test, test_trial = winner["test"]["macro_f1"]["mean"], winner["trial"]
@@ -278,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_top_k_argument(parser, "--test-top-k", prefix="with --test-seeds, ")
     add_study_arguments(parser)
+    add_jobs_argument(parser, "studies run at once, then retraining runs")
     parser.add_argument("--quick", action="store_true", help="a few trials on a small subset (CI smoke)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -287,10 +323,14 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(f"--test-seeds must be at least 0, but got {args.test_seeds}")
     if args.test_top_k < 1:
         raise ConfigError(f"--test-top-k must be at least 1, but got {args.test_top_k}")
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, but got {args.jobs}")
     arms = args.arms.split(",")
     if unknown := sorted(set(arms) - set(ARMS)):
         raise ConfigError(f"unknown --arms {', '.join(unknown)}; choose from {', '.join(ARMS)}")
     with working_folder(args.workdir) as workdir:
+        if args.jobs > 1:
+            run_in_parallel(args, workdir, arms)
         results = {
             name: total({seed: run_study(ARMS[name], seed, args, workdir) for seed in args.seeds})
             for name in arms

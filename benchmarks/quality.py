@@ -18,35 +18,29 @@ mostly idle, that is what brings the full-scale benchmark within minutes.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
-
 from benchmarks.common import (  # noqa: E402
     SUBSET_FLAGS,
     add_data_arguments,
+    add_jobs_argument,
     add_study_arguments,
     add_top_k_argument,
     machine,
+    submit_seed_runs,
     subset_flags,
+    wait_all,
+    worker_pool,
     working_folder,
     write_json,
 )
 from search import run  # noqa: E402
 from search.export import export_study, load_study  # noqa: E402
-from search.train import (  # noqa: E402
-    format_mean_ci,
-    prepare_seed,
-    retrain_candidate,
-    retrain_top_candidates,
-)
+from search.train import format_mean_ci, retrain_candidate, retrain_top_candidates  # noqa: E402
 from trainers.cli import ArgumentParser, run_main  # noqa: E402
 from trainers.config import DataConfig, LoraSettings, LossConfig, TeacherConfig, TrainConfig  # noqa: E402
 from trainers.errors import ConfigError  # noqa: E402
@@ -108,30 +102,25 @@ def run_in_parallel(args: argparse.Namespace, workdir: Path, data: DataConfig, m
     What this leaves in ``workdir`` the sequential pass in :func:`main` reads instead of training.
     """
     cache_dir = args.cache_dir or workdir / "cache"
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
-    with ProcessPoolExecutor(
-        args.jobs, mp_context=get_context("spawn"), initializer=torch.set_num_threads, initargs=(threads,)
-    ) as pool:
-        studies = [
-            pool.submit(run.main, study_argv(method, args, workdir))
-            for method in methods
-            for _ in range(args.jobs)
-        ]
-        for future in studies:
-            future.result()
+    with worker_pool(args.jobs) as pool:
+        wait_all(
+            [
+                pool.submit(run.main, study_argv(method, args, workdir))
+                for method in methods
+                for _ in range(args.jobs)
+            ]
+        )
         runs = []
         for method in methods:
             export = export_study(load_study(f"quality-{method}", study_storage(workdir)), top_k=args.top_k)
-            configs = [(recipe_candidate(method, data, args.teacher), workdir / method / "recipe")]
-            configs += [(candidate, workdir / method / "tuned") for candidate in export["candidates"]]
-            for candidate, out in configs:
-                first = candidate["config"]["seed"]
-                runs += [
-                    pool.submit(prepare_seed, candidate, seed, out=out, cache_dir=cache_dir)
-                    for seed in range(first, first + args.seeds)
-                ]
-        for future in runs:
-            future.result()
+            recipe = [recipe_candidate(method, data, args.teacher)]
+            runs += submit_seed_runs(
+                pool, recipe, args.seeds, out=workdir / method / "recipe", cache_dir=cache_dir
+            )
+            runs += submit_seed_runs(
+                pool, export["candidates"], args.seeds, out=workdir / method / "tuned", cache_dir=cache_dir
+            )
+        wait_all(runs)
 
 
 def recipe_candidate(method: str, data: DataConfig, teacher: str) -> dict[str, Any]:
@@ -185,12 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=3)
     add_top_k_argument(parser, "--top-k", prefix="for each method, ")
     add_study_arguments(parser)
-    parser.add_argument(
-        "--jobs",
-        type=int,
-        default=1,
-        help="worker processes: each study's workers, then runs trained at once (default: 1)",
-    )
+    add_jobs_argument(parser, "each study's workers, then runs trained at once")
     parser.add_argument("--quick", action="store_true", help="tiny subsets and 2 trials (CI smoke)")
     args = parser.parse_args(argv)
     if args.top_k < 1:

@@ -209,6 +209,32 @@ def test_pruning_over_several_seeds_sums_steps_and_averages_best_f1(
     assert f"retrained on test, over 2 seeds, mean macro-F1 {gain:+.2f} points" in printed
 
 
+def test_pruning_jobs_run_studies_and_retraining_in_parallel_to_the_same_figures(
+    tiny_checkpoint, toy_data, tmp_path, monkeypatch
+):
+    argv = [
+        "--quick", "--data", str(toy_data), "--teacher", str(tiny_checkpoint), "--max-length", "32",
+        "--arms", "median,none", "--seeds", "0,1", "--test-seeds", "1", "--trials", "4",
+    ]  # fmt: skip
+    pruning = _load("pruning", monkeypatch)
+    figures = {}
+    for jobs in (1, 2):
+        out = tmp_path / f"jobs{jobs}.json"
+        assert (
+            pruning.main(
+                [*argv, "--jobs", str(jobs), "--workdir", str(tmp_path / f"jobs{jobs}"), "--json", str(out)]
+            )
+            == 0
+        )
+        figures[jobs] = json.loads(out.read_text())
+    # One thread per process and one study per process: the figures are those of the sequential run.
+    for name in ("median", "none"):
+        for seed in ("0", "1"):
+            sequential, parallel = figures[1][name]["seeds"][seed], figures[2][name]["seeds"][seed]
+            for key in ("steps", "trials", "pruned", "best_value", "test_trial", "test_macro_f1"):
+                assert parallel[key] == sequential[key], (name, seed, key)
+
+
 @pytest.mark.parametrize(
     ("script", "flag", "value"),
     [
@@ -219,6 +245,7 @@ def test_pruning_over_several_seeds_sums_steps_and_averages_best_f1(
         ("pruning", "--pruner-startup-trials", "0"),
         ("quality", "--top-k", "0"),
         ("quality", "--jobs", "0"),
+        ("pruning", "--jobs", "0"),
     ],
 )
 def test_benchmarks_reject_bad_flags_in_one_line(script, flag, value, tmp_path):
