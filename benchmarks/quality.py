@@ -113,9 +113,9 @@ def run_in_parallel(args: argparse.Namespace, workdir: Path, data: DataConfig, m
         runs = []
         for method in methods:
             export = export_study(load_study(f"quality-{method}", study_storage(workdir)), top_k=args.top_k)
-            recipe = [recipe_candidate(method, data, args.teacher)]
+            original = [recipe_candidate(method, data, args.teacher)]
             runs += submit_seed_runs(
-                pool, recipe, args.seeds, out=workdir / method / "recipe", cache_dir=cache_dir
+                pool, original, args.seeds, out=workdir / method / "recipe", cache_dir=cache_dir
             )
             runs += submit_seed_runs(
                 pool, export["candidates"], args.seeds, out=workdir / method / "tuned", cache_dir=cache_dir

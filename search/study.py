@@ -202,7 +202,8 @@ def run_until(
 
     Trials of processes that died mid-trial are marked FAIL first; finished trials are never rerun.
     Trials other workers are running count too, so workers sharing the study do not overshoot its
-    target; one whose trial then fails is left to its worker, which runs another. Returns the numbers of the orphaned trials that were failed.
+    target; one whose trial then fails is left to its worker, which runs another. Returns the numbers
+    of the orphaned trials that were failed.
 
     Raises:
         ToxituneError: Several trials in a row failed with an error (a bug, not a bad config).
