@@ -17,6 +17,8 @@ from typing import Any
 import torch
 
 from search.train import prepare_seed
+from trainers.cli import quiet_libraries
+from trainers.device import mixed_precision
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "tweeteval-offensive"
@@ -73,9 +75,14 @@ def worker_pool(jobs: int) -> Iterator[ProcessPoolExecutor]:
     """
     threads = max(1, (os.cpu_count() or 1) // jobs)
     with ProcessPoolExecutor(
-        jobs, mp_context=get_context("spawn"), initializer=torch.set_num_threads, initargs=(threads,)
+        jobs, mp_context=get_context("spawn"), initializer=_start_worker, initargs=(threads,)
     ) as pool:
         yield pool
+
+
+def _start_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+    quiet_libraries()  # as run_main does in the parent, which a spawned worker does not run
 
 
 def wait_all(futures: Iterable[Future]) -> None:
@@ -116,7 +123,7 @@ def working_folder(workdir: Path | None) -> Iterator[Path]:
 
 
 def machine() -> dict[str, Any]:
-    """CPU model, cores, torch version and threads: what a figure was measured on."""
+    """CPU model, cores, torch version, threads, GPU and precision: what a figure was measured on."""
     model = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
@@ -130,6 +137,7 @@ def machine() -> dict[str, Any]:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "precision": mixed_precision(),
     }
 
 

@@ -4,20 +4,22 @@
 #     bash benchmarks/gpu.sh                      # throughput.py: toxitune's loop against the notebook's
 #     GPU_BENCH=quality bash benchmarks/gpu.sh    # quality.py at full scale, in parallel workers
 # On a machine without CUDA it runs the same on the CPU, which is how it is tested. Knobs:
-#     GPU_BENCH_SIZES="1024 11916"  throughput: training-set sizes, one run each (11916 = the whole split)
-#     GPU_BENCH_RUN_TIMEOUT=240     throughput: seconds allowed per run, so one stuck run leaves time for the rest
+#     GPU_BENCH_SIZES="11916"       throughput: training-set sizes (11916 = the whole split)
+#     GPU_BENCH_PRECISIONS="bf16 no"  throughput: toxitune's precision ($ACCELERATE_MIXED_PRECISION), one run each
+#     GPU_BENCH_RUN_TIMEOUT=200     throughput: seconds allowed per run, so one stuck run leaves time for the rest
 #     GPU_BENCH_ARGS=""             extra flags for the benchmark, e.g. "--skip-lora" or "--train-size 64"
 #     GPU_QUALITY_JOBS=8 GPU_QUALITY_TRIALS=20 GPU_QUALITY_SEEDS=3   quality: its --jobs, --trials, --seeds
 #     GPU_QUALITY_TIMEOUT=540       quality: seconds before it is stopped; rerun on the warm machine to resume
-# Writes gpu.log and throughput-gpu-SIZE.json or quality-gpu.json (with the studies and per-seed
+# Writes gpu.log and throughput-gpu-SIZE-PRECISION.json or quality-gpu.json (with the studies and per-seed
 # reports in quality-work/) to $OUT (the device tool's folder; /tmp/toxitune-gpu-out if unset).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 KIT=gpu-kit
 BENCH="${GPU_BENCH:-throughput}"
-SIZES="${GPU_BENCH_SIZES:-1024 11916}"
-RUN_TIMEOUT="${GPU_BENCH_RUN_TIMEOUT:-240}"
+SIZES="${GPU_BENCH_SIZES:-11916}"
+PRECISIONS="${GPU_BENCH_PRECISIONS:-bf16 no}"
+RUN_TIMEOUT="${GPU_BENCH_RUN_TIMEOUT:-200}"
 OUT="${OUT:-/tmp/toxitune-gpu-out}"
 # The real MiniLM weights, carried as float16; toxitune loads any checkpoint with float32 weights.
 TEACHER="$KIT/teacher"
@@ -67,30 +69,33 @@ EOF
 throughput() {
     local failed=0
     for size in $SIZES; do
-        echo
-        echo "=== throughput.py --train-size $size ==="
-        # shellcheck disable=SC2086  # GPU_BENCH_ARGS is a list of flags
-        if ! timeout "$RUN_TIMEOUT" python3 benchmarks/throughput.py --data "$KIT/data" --teacher "$TEACHER" \
-            --train-size "$size" --json "$OUT/throughput-gpu-$size.json" ${GPU_BENCH_ARGS:-}; then
-            echo "warning: the run with --train-size $size failed or passed ${RUN_TIMEOUT} s; going on"
-            failed=1
-        fi
+        for precision in $PRECISIONS; do
+            echo
+            echo "=== throughput.py --train-size $size, toxitune with ACCELERATE_MIXED_PRECISION=$precision ==="
+            # shellcheck disable=SC2086  # GPU_BENCH_ARGS is a list of flags
+            if ! ACCELERATE_MIXED_PRECISION="$precision" timeout "$RUN_TIMEOUT" python3 benchmarks/throughput.py \
+                --data "$KIT/data" --teacher "$TEACHER" --train-size "$size" \
+                --json "$OUT/throughput-gpu-$size-$precision.json" ${GPU_BENCH_ARGS:-}; then
+                echo "warning: the run with --train-size $size, $precision failed or passed ${RUN_TIMEOUT} s; going on"
+                failed=1
+            fi
+        done
     done
 
     echo
     echo "=== summary (examples/s for distillation, steps/s for LoRA; toxitune/baseline) ==="
-    python3 - "$OUT" $SIZES <<'EOF'
+    python3 - "$OUT" "$SIZES" "$PRECISIONS" <<'EOF'
 import json, sys
 from pathlib import Path
-out, sizes = Path(sys.argv[1]), sys.argv[2:]
-for size in sizes:
-    path = out / f"throughput-gpu-{size}.json"
+out, sizes, precisions = Path(sys.argv[1]), sys.argv[2].split(), sys.argv[3].split()
+for size, precision in ((s, p) for s in sizes for p in precisions):
+    path = out / f"throughput-gpu-{size}-{precision}.json"
     if not path.exists():
-        print(f"train-size {size}: no figures ({path.name} missing)")
+        print(f"train-size {size}, {precision}: no figures ({path.name} missing)")
         continue
     f = json.loads(path.read_text())
     device = f["machine"]["cuda"] or "CPU"
-    line = (f"train-size {f['train_size']} on {device}: distillation baseline {f['baseline']:.1f}, "
+    line = (f"train-size {f['train_size']} on {device}, toxitune {precision}: distillation baseline {f['baseline']:.1f}, "
             f"toxitune {f['toxitune']:.1f} ex/s, ratio {f['ratio']:.2f}x")
     if "lora" in f:
         lora = f["lora"]

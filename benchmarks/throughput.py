@@ -109,6 +109,15 @@ def timed_pass(
     return Timing(steps, len(loader.dataset), time.perf_counter() - started, tokens)
 
 
+def start_notebook(seed: int) -> None:
+    """Seed, and restore the PyTorch defaults the notebook ran on.
+
+    toxitune's run is timed first, and without autocast it lets float32 matmuls use TF32.
+    """
+    torch.manual_seed(seed)
+    torch.backends.cuda.matmul.allow_tf32 = False
+
+
 def notebook_distillation(
     teacher: nn.Module, dataset: TensorDataset, *, batch_size: int, device: torch.device, seed: int = 0
 ) -> Timing:
@@ -124,7 +133,7 @@ def notebook_distillation(
         device: Where to train: the device toxitune's run used, so both are timed on the same one.
         seed: Seed of the shuffle and of dropout.
     """
-    torch.manual_seed(seed)
+    start_notebook(seed)
     loader = DataLoader(
         dataset, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed)
     )
@@ -169,7 +178,7 @@ def notebook_lora(
     """
     from peft import LoraConfig, TaskType, get_peft_model
 
-    torch.manual_seed(seed)
+    start_notebook(seed)
     config = LoraConfig(
         task_type=TaskType.SEQ_CLS,
         r=LORA.rank,

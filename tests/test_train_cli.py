@@ -32,6 +32,7 @@ def test_train_writes_metrics_and_a_loadable_model(tiny_checkpoint, toy_data, ca
     assert {"accuracy", "precision", "recall", "weighted_f1", "macro_f1", "per_class"} <= set(report["test"])
     assert sum(map(sum, report["confusion_matrix"])) == 48
     assert report["config"]["method"] == method
+    assert report["device"]["precision"] in ("no", "bf16", "fp16")
     assert (report["teacher"] is not None) == (method == "even")
 
     model = AutoModelForSequenceClassification.from_pretrained(out / "model").eval()
@@ -54,13 +55,13 @@ def test_a_diverged_run_exits_1_and_still_writes_its_report(
     assert report["test"] is None and not (out / "model").exists()
 
 
-def _run(*args):
+def _run(*args, env=None):
     return subprocess.run(
         [sys.executable, "-m", "trainers.train", *args],
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
     )
 
 
@@ -79,3 +80,24 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, toy_data, args, message
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+
+
+@pytest.mark.parametrize(
+    ("precision", "message"),
+    [("fp32", "ACCELERATE_MIXED_PRECISION='fp32' is not a precision"), ("fp16", "fp16 needs a GPU")],
+)
+def test_a_bad_precision_is_one_line_and_exit_code_2(tmp_path, precision, message):
+    result = _run("--out", str(tmp_path / "out"), env={"ACCELERATE_MIXED_PRECISION": precision})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+
+
+def test_accelerates_precision_variable_chooses_bf16_autocast(tiny_checkpoint, toy_data, cache_dir, tmp_path):
+    # A process of its own: accelerate keeps one precision per process.
+    out = tmp_path / "run"
+    args = ["--method", "lora", "--out", str(out), *_common(tiny_checkpoint, toy_data, cache_dir)]
+    result = _run(*args, env={"ACCELERATE_MIXED_PRECISION": "bf16"})
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["device"]["precision"] == "bf16" and report["test"]["macro_f1"] > 0

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from trainers.config import TrainConfig
+from trainers.device import mixed_precision
 from trainers.errors import ToxituneError
 
 # Nested configs whose flags carry a prefix: --teacher-epochs, --lora-rank.
@@ -82,8 +83,8 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) 
     return TrainConfig.from_dict(merge(base_dict, config_overrides(args)))
 
 
-def run_main(main: Callable[[list[str] | None], int]) -> None:
-    """Run a ``main(argv) -> exit code``; user errors print one line and exit 2, Ctrl-C exits 130."""
+def quiet_libraries() -> None:
+    """Silence what transformers and the hub print on every load, in this process."""
     from huggingface_hub.utils import logging as hub_logging
     from transformers.utils import logging as transformers_logging
 
@@ -93,7 +94,13 @@ def run_main(main: Callable[[list[str] | None], int]) -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)  # deprecations inside transformers and peft
     transformers_logging.disable_progress_bar()
     hub_logging.set_verbosity_error()
+
+
+def run_main(main: Callable[[list[str] | None], int]) -> None:
+    """Run a ``main(argv) -> exit code``; user errors print one line and exit 2, Ctrl-C exits 130."""
+    quiet_libraries()
     try:
+        mixed_precision()  # a bad $ACCELERATE_MIXED_PRECISION fails here, not in every trial
         code = main(None)
     except ToxituneError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration
+
+from trainers.errors import ConfigError
+
+# What `accelerate launch --mixed_precision` sets, so that and `accelerate config` work as usual.
+PRECISION_ENV = "ACCELERATE_MIXED_PRECISION"
+PRECISIONS = ("no", "bf16", "fp16")
 
 
 def training_device() -> torch.device:
@@ -18,16 +26,37 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def mixed_precision() -> str:
+    """``$ACCELERATE_MIXED_PRECISION`` if set, else bf16 autocast on a GPU (fp16 without bf16), none on a CPU.
+
+    Raises:
+        ConfigError: The variable names no precision, or fp16 without a GPU.
+    """
+    cuda = training_device().type == "cuda"
+    chosen = os.environ.get(PRECISION_ENV)
+    if chosen is None:
+        return ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "no"
+    if chosen not in PRECISIONS:
+        raise ConfigError(
+            f"{PRECISION_ENV}={chosen!r} is not a precision; use one of {', '.join(PRECISIONS)}"
+        )
+    if chosen == "fp16" and not cuda:
+        raise ConfigError(f"{PRECISION_ENV}=fp16 needs a GPU; use no or bf16 on the CPU")
+    return chosen
+
+
 def make_accelerator() -> Accelerator:
-    """An ``Accelerator`` on CUDA with bf16 autocast when a GPU supports it, else fp32 on the CPU."""
+    """An ``Accelerator`` on CUDA if there is a GPU, else on the CPU, with :func:`mixed_precision`."""
+    precision = mixed_precision()
     if training_device().type == "cuda":
         # cuDNN's attention sets itself up for every new (batch, width) shape, and dynamic padding
         # makes nearly every width new: on an H100 a first short run spent ~15 s more in attention
         # than a second one, and no more once this was off. The memory-efficient kernel takes any
         # shape at no set-up cost.
         torch.backends.cuda.enable_cudnn_sdp(False)
-        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        # Without autocast, float32 matmuls may still use tensor cores (TF32), as bf16 would.
+        torch.backends.cuda.matmul.allow_tf32 = precision == "no"
         # Copies from pinned memory that do not wait: the GPU runs ahead while the next batch arrives.
         loading = DataLoaderConfiguration(non_blocking=True)
         return Accelerator(mixed_precision=precision, dataloader_config=loading)
-    return Accelerator(cpu=True, mixed_precision="no")
+    return Accelerator(cpu=True, mixed_precision=precision)
