@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import multiprocessing
 import os
 import platform
 import tempfile
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -74,10 +74,22 @@ def worker_pool(jobs: int) -> Iterator[ProcessPoolExecutor]:
     Spawned, not forked: a forked copy of a process that has already used torch's threads can hang.
     """
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    with ProcessPoolExecutor(
-        jobs, mp_context=get_context("spawn"), initializer=_start_worker, initargs=(threads,)
-    ) as pool:
+    pool = ProcessPoolExecutor(
+        jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker, initargs=(threads,)
+    )
+    try:
         yield pool
+    except BaseException:
+        # On Ctrl-C or an error, start nothing more and stop what runs: a worker outlives the exception
+        # its task raised and would take the next one. Finished work is on disk; a rerun resumes.
+        pool.shutdown(wait=False, cancel_futures=True)
+        while workers := multiprocessing.active_children():  # the pool may be starting one still
+            for worker in workers:
+                worker.terminate()
+            for worker in workers:
+                worker.join()
+        raise
+    pool.shutdown()
 
 
 def _start_worker(threads: int) -> None:

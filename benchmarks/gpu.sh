@@ -120,7 +120,9 @@ quality() {
     fi
     # The studies and every finished run's report come back; models and caches stay there.
     mkdir -p "$OUT/quality-work"
-    (cd "$QUALITY_WORK" && find . \( -path '*/runs/*.json' -o -name quality.log \) -exec cp --parents -t "$OUT/quality-work" {} +)
+    if [[ -d "$QUALITY_WORK" ]]; then
+        (cd "$QUALITY_WORK" && find . \( -path '*/runs/*.json' -o -name quality.log \) -exec cp --parents -t "$OUT/quality-work" {} +)
+    fi
     return "$rc"
 }
 

@@ -235,6 +235,20 @@ def test_pruning_jobs_run_studies_and_retraining_in_parallel_to_the_same_figures
                 assert parallel[key] == sequential[key], (name, seed, key)
 
 
+def test_an_error_in_a_worker_cancels_queued_work_and_stops_running_work():
+    import multiprocessing
+    import operator
+    import time
+
+    from benchmarks.common import wait_all, worker_pool
+
+    started = time.monotonic()
+    with pytest.raises(ZeroDivisionError), worker_pool(2) as pool:
+        wait_all([pool.submit(operator.truediv, 1, 0), *(pool.submit(time.sleep, 60) for _ in range(3))])
+    assert time.monotonic() - started < 30, "the sleep running beside the error was stopped"
+    assert not multiprocessing.active_children()
+
+
 @pytest.mark.parametrize(
     ("script", "flag", "value"),
     [
