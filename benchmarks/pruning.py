@@ -221,8 +221,8 @@ def replay_baseline(
     args: argparse.Namespace, workdir: Path
 ) -> dict[str, dict[int, dict[str, dict[str, Any]]]]:
     """The ``none`` studies' trials replayed through each of toxitune's pruner settings, over all seeds,
-    at the study's reports an epoch and at each rate that divides it, on the study's metric and on each
-    other signal its trials kept (keyed by signal, then reports an epoch, then setting)."""
+    at the study's reports an epoch and at each rate that divides it, on the signal its pruner judged and
+    on each other signal its trials kept (keyed by signal, then reports an epoch, then setting)."""
     replays = []
     for seed in args.seeds:
         name, storage = study_location(ARMS["none"], seed, workdir)
@@ -231,6 +231,8 @@ def replay_baseline(
             replay_signals(
                 study.trials,
                 study.direction,
+                # Studies from before the pruner could judge another signal reported their metric.
+                reported=study.user_attrs.get("pruner_signal", study.user_attrs["metric"]),
                 metric=study.user_attrs["metric"],
                 epochs=args.epochs,
                 evals_per_epoch=args.evals_per_epoch,
@@ -292,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--pruner-signal",
         choices=METRICS,
-        help="validation metric the pruner judges (default: the study's, macro_f1)",
+        help="validation metric the pruner judges (default: search.run's, roc_auc for this macro-F1 study)",
     )
     parser.add_argument(
         "--seeds",

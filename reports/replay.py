@@ -240,8 +240,8 @@ def replay_report_rates(
     }
 
 
-# Signals a pruner is replayed on besides the study's metric: both move while a trial still predicts only
-# the majority class, where every such trial's F1 is the same.
+# Signals a pruner is replayed on besides the one the study reported: both move while a trial still
+# predicts only the majority class, where every such trial's F1 is the same.
 OTHER_SIGNALS = ("roc_auc", "loss")
 
 
@@ -249,19 +249,21 @@ def replay_signals(
     trials: Sequence[FrozenTrial],
     direction: StudyDirection,
     *,
+    reported: str,
     metric: str,
     epochs: int,
     evals_per_epoch: int,
 ) -> dict[str, dict[int, dict[PrunerSetting, Replay]]]:
-    """:func:`replay_report_rates` on the study's own reports (keyed ``metric``) and, when every finished
-    trial kept its evaluations, on each of :data:`OTHER_SIGNALS` (via :func:`signal_curves`): which signal
-    tells a pruner soonest which trials to cut. Trial values, and so the best value kept, stay ``metric``'s.
+    """:func:`replay_report_rates` on the study's own reports (keyed ``reported``, the signal its pruner
+    judged) and, when every finished trial kept its evaluations, on ``metric`` and each of
+    :data:`OTHER_SIGNALS` (via :func:`signal_curves`): which signal tells a pruner soonest which trials
+    to cut. Trial values, and so the best value kept, stay ``metric``'s.
     """
     rates = {"epochs": epochs, "evals_per_epoch": evals_per_epoch}
-    by_signal = {metric: replay_report_rates(trials, direction, **rates)}
+    by_signal = {reported: replay_report_rates(trials, direction, **rates)}
     if all("evaluations" in t.user_attrs for t in trials if t.state.is_finished()):
-        for signal in OTHER_SIGNALS:
-            if signal != metric:
+        for signal in (metric, *OTHER_SIGNALS):
+            if signal not in by_signal:
                 by_signal[signal] = replay_report_rates(
                     signal_curves(trials, signal, direction), direction, **rates
                 )

@@ -18,13 +18,13 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
-from optuna.trial import FrozenTrial, TrialState  # noqa: E402
+from optuna.trial import TrialState  # noqa: E402
 
 from reports.replay import replay_report_rates  # noqa: E402
 from search.export import load_study  # noqa: E402
 from search.pruners import MEDIAN_STARTUP_TRIALS  # noqa: E402
 from search.storage import DEFAULT_STORAGE  # noqa: E402
-from search.study import best_trial, trial_rows, trial_state  # noqa: E402
+from search.study import best_trial, metric_value, trial_rows, trial_state  # noqa: E402
 from trainers.cli import ArgumentParser, run_main  # noqa: E402
 
 STATE_COLOURS = {
@@ -122,7 +122,7 @@ def plot_history(study: optuna.Study, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     best, xs, ys = None, [], []
     for trial in trials:
-        value = _final_value(trial)
+        value = metric_value(trial, study.user_attrs.get("metric", "macro_f1"))
         if value is None:
             continue
         ax.scatter(trial.number, value, color=STATE_COLOURS.get(trial_state(trial), "black"), s=18)
@@ -188,12 +188,6 @@ def write_report(study: optuna.Study, out: Path) -> list[Path]:
         plot_importance(weights, out / "importance.png")
         written.append(out / "importance.png")
     return written
-
-
-def _final_value(trial: FrozenTrial) -> float | None:
-    if trial.value is not None:
-        return trial.value
-    return trial.intermediate_values[max(trial.intermediate_values)] if trial.intermediate_values else None
 
 
 def _show(value: Any) -> str:

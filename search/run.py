@@ -14,7 +14,7 @@ import optuna
 
 from search.objective import Objective
 from search.progress import format_params
-from search.pruners import MEDIAN_STARTUP_TRIALS
+from search.pruners import MEDIAN_STARTUP_TRIALS, default_signal
 from search.storage import DEFAULT_STORAGE
 from search.study import (
     StudySettings,
@@ -24,6 +24,7 @@ from search.study import (
     pin_attr,
     run_until,
     state_counts,
+    stored_attr,
     trial_rows,
 )
 from search.tracking import StudyTracker, WandbSettings
@@ -84,8 +85,9 @@ def build_parser() -> ArgumentParser:
     parser.add_argument(
         "--pruner-signal",
         choices=METRICS,
-        help="validation metric the pruner judges (default: --metric); roc_auc tells a slow starter still "
-        "predicting the majority class from a dead trial, which F1 cannot",
+        help="validation metric the pruner judges (default: roc_auc when --metric is macro_f1, accuracy or "
+        "weighted_f1, which tie every trial still predicting one class; else --metric; a resumed study "
+        "keeps its own)",
     )
     parser.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     parser.add_argument(
@@ -147,8 +149,13 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     space = search_space(args.method, preset, _flat_paths(overrides))
+    name = args.study or f"{args.method}-{preset.name if preset else 'custom'}"
+    # A study resumed without --pruner-signal keeps the signal it was created with, even an older default.
+    signal = (
+        args.pruner_signal or stored_attr(args.storage, name, "pruner_signal") or default_signal(args.metric)
+    )
     settings = StudySettings(
-        name=args.study or f"{args.method}-{preset.name if preset else 'custom'}",
+        name=name,
         storage=args.storage,
         trials=args.trials,
         sampler=args.sampler,
@@ -156,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         pruner=args.pruner,
         pruner_warmup_epochs=args.pruner_warmup_epochs,
         pruner_patience_epochs=args.pruner_patience_epochs,
-        pruner_signal=args.pruner_signal or args.metric,
+        pruner_signal=signal,
         pruner_startup_trials=args.pruner_startup_trials,
         timeout=args.timeout,
         direction="maximize" if maximizes(args.metric) else "minimize",

@@ -155,6 +155,12 @@ def open_study(
     return study
 
 
+def stored_attr(storage: str, study_name: str, key: str) -> Any:
+    """User attribute ``key`` of the stored study ``study_name``; ``None`` if either is missing."""
+    summaries = optuna.get_all_study_summaries(open_storage(storage), include_best_trial=False)
+    return next((s.user_attrs.get(key) for s in summaries if s.study_name == study_name), None)
+
+
 def pin_attr(study: optuna.Study, key: str, value: Any) -> None:
     """Record ``value`` as the study's ``key``, or check it equals what the study was created with.
 
@@ -255,14 +261,26 @@ def best_trial(study: optuna.Study) -> FrozenTrial | None:
     return study.best_trial
 
 
+def metric_value(trial: FrozenTrial, metric: str) -> float | None:
+    """The trial's best validation ``metric``: its value if it completed, else read from its evaluations.
+
+    A pruned trial's Optuna value is its last report, the pruner's signal (ROC AUC for an F1 study, by
+    default), not its metric. Trials from before evaluations were kept reported their metric.
+    """
+    if trial.state == TrialState.COMPLETE or not trial.user_attrs.get("evaluations"):
+        return trial.value
+    return (max if maximizes(metric) else min)(e[metric] for e in trial.user_attrs["evaluations"])
+
+
 def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
-    """One flat row per trial, parameters prefixed ``param:``."""
+    """One flat row per trial, parameters prefixed ``param:``; ``value`` is the study's metric."""
+    metric = study.user_attrs.get("metric", "macro_f1")
     rows = []
     for trial in study.get_trials(deepcopy=False):
         row = {
             "trial": trial.number,
             "state": trial_state(trial),
-            "value": trial.value,
+            "value": metric_value(trial, metric),
             "best_epoch": trial.user_attrs.get("best_epoch"),
             "steps": trial.user_attrs.get("steps"),
             "seconds": trial.user_attrs.get("seconds"),

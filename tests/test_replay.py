@@ -145,7 +145,11 @@ def test_replay_signals_adds_the_other_signals_only_when_every_trial_kept_its_ev
                 user_attrs={"evaluations": evaluations},
             )
         )
-    rates = {"metric": "macro_f1", "epochs": 1, "evals_per_epoch": 1}
+    rates = {"reported": "macro_f1", "metric": "macro_f1", "epochs": 1, "evals_per_epoch": 1}
     assert list(replay_signals(study.trials, study.direction, **rates)) == ["macro_f1", "roc_auc", "loss"]
+    # A study whose pruner judged ROC AUC reported it; its metric is then replayed from the evaluations.
+    by_auc = replay_signals(study.trials, study.direction, **{**rates, "reported": "roc_auc"})
+    assert list(by_auc) == ["roc_auc", "macro_f1", "loss"]
+    assert by_auc["macro_f1"] == replay_signals(study.trials, study.direction, **rates)["macro_f1"]
     study.add_trial(optuna.trial.create_trial(value=0.5, intermediate_values={1: 0.5}))
     assert list(replay_signals(study.trials, study.direction, **rates)) == ["macro_f1"]

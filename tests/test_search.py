@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 from search.objective import Objective
 from search.pruners import make_pruner, reports_within
 from search.run import main
-from search.study import _seeded_sampler, make_sampler, state_counts, trial_state
+from search.study import _seeded_sampler, make_sampler, state_counts, trial_rows, trial_state
 from studies.spaces import FloatRange
 from trainers.errors import ConfigError, ToxituneError
 from trainers.prepare import prepare_task
@@ -56,10 +56,10 @@ def test_a_study_runs_end_to_end_for_each_method(tiny_checkpoint, toy_data, tmp_
     assert len(trials) == 3 and all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
     for trial in trials:
         assert trial.user_attrs["config"]["method"] == method
-        assert trial.intermediate_values, "each trial reports its validation metric"
+        assert trial.intermediate_values, "each trial reports its pruner's signal (ROC AUC by default)"
         evaluations = trial.user_attrs["evaluations"]
         assert len(evaluations) == len(trial.intermediate_values), "and keeps every evaluation's metrics"
-        assert max(e["macro_f1"] for e in evaluations) == pytest.approx(
+        assert max(e[study.user_attrs["pruner_signal"]] for e in evaluations) == pytest.approx(
             max(trial.intermediate_values.values())
         )
     if method != "lora":
@@ -70,11 +70,11 @@ def test_a_study_runs_end_to_end_for_each_method(tiny_checkpoint, toy_data, tmp_
     assert "best: trial" in out and "trials: " in out
 
 
-def test_the_pruner_can_judge_another_signal_than_the_metric(tiny_checkpoint, toy_data, tmp_path):
+def test_the_pruner_judges_roc_auc_for_an_f1_study_unless_told(tiny_checkpoint, toy_data, tmp_path):
     args = _args(
         tiny_checkpoint, toy_data, tmp_path, "--collapse-warmup-epochs", "99", "--evals-per-epoch", "2"
     )
-    assert main(["--method", "lora", "--trials", "2", "--pruner-signal", "roc_auc", *args]) == 0
+    assert main(["--method", "lora", "--trials", "2", *args]) == 0
     study = _load(tmp_path, "lora-custom")
     assert study.user_attrs["pruner_signal"] == "roc_auc"
     for trial in study.trials:
@@ -82,6 +82,19 @@ def test_the_pruner_can_judge_another_signal_than_the_metric(tiny_checkpoint, to
         aucs = [e["roc_auc"] for e in evaluations]
         assert list(trial.intermediate_values.values()) == [max(aucs[: k + 1]) for k in range(len(aucs))]
         assert trial.value == max(e["macro_f1"] for e in evaluations), "the trial is still worth its metric"
+
+
+def test_a_study_resumed_without_a_signal_keeps_the_one_it_was_created_with(
+    tiny_checkpoint, toy_data, tmp_path
+):
+    args = ["--method", "lora", "--study", "older", *_args(tiny_checkpoint, toy_data, tmp_path)]
+    assert main([*args, "--trials", "1", "--pruner-signal", "macro_f1"]) == 0
+    assert main([*args, "--trials", "2"]) == 0
+    study = _load(tmp_path, "older")
+    assert study.user_attrs["pruner_signal"] == "macro_f1" and len(study.trials) == 2
+    evaluations = study.trials[1].user_attrs["evaluations"]
+    f1s = [e["macro_f1"] for e in evaluations]
+    assert list(study.trials[1].intermediate_values.values()) == [max(f1s[: k + 1]) for k in range(len(f1s))]
 
 
 def test_rerunning_a_finished_study_runs_nothing(tiny_checkpoint, toy_data, tmp_path, capsys):
@@ -329,3 +342,18 @@ def test_the_pruner_judges_a_trial_only_after_its_warmup_reports(name, warmup):
         else:
             study.tell(trial, value)
     assert first_judged and min(first_judged) == warmup + 1
+
+
+def test_a_pruned_trial_is_shown_with_its_metric_not_the_pruners_signal():
+    study = optuna.create_study(direction="maximize")
+    study.set_user_attr("metric", "macro_f1")
+    evaluations = [{"macro_f1": 0.40, "roc_auc": 0.61}, {"macro_f1": 0.52, "roc_auc": 0.64}]
+    # Optuna stores a pruned trial's last report, here the ROC AUC its pruner judged, as its value.
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.PRUNED, value=0.64, intermediate_values={1: 0.61, 2: 0.64},
+            user_attrs={"evaluations": evaluations},
+        )
+    )  # fmt: skip
+    study.add_trial(optuna.trial.create_trial(value=0.7, user_attrs={"evaluations": evaluations}))
+    assert [row["value"] for row in trial_rows(study)] == [0.52, 0.7], "a completed trial keeps its value"
