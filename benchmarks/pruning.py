@@ -21,8 +21,8 @@ then the ``--test-seeds`` retraining N runs at a time.
 and a dead one look alike (see benchmarks/RESULTS.md); ``--pruner-patience-epochs`` instead lets it cut
 from the first reports but spares a trial whose best is still rising; ``--pruner-startup-trials`` sets
 how many trials the median pruner lets finish, in full, before it judges any. The ``none`` studies are
-replayed through each pruner setting on the reported metric and on the validation ROC AUC and loss the
-trials kept, which still move while a trial predicts only the majority class.
+replayed through each pruner setting on the signal they reported (ROC AUC, by default for this F1
+study) and on the validation macro-F1, ROC AUC and loss every trial kept.
 
 One sampler seed gives one draw of trials per arm; after the pruner's start-up trials the arms see
 different histories and sample different configurations, so their best F1s differ by sampling luck as
