@@ -29,7 +29,7 @@ def default_signal(metric: MetricName) -> MetricName:
 
     At a trial's first reports most trials still predict the majority class, so F1 or accuracy ties
     them all and a median pruner cannot rank them; ROC AUC ranks their probabilities. In real studies
-    (benchmarks/RESULTS.md) judging it cut more training for the same best F1.
+    (benchmarks/RESULTS.md) judging it found the same or a better best F1, mostly for less training.
 
     Example:
         >>> default_signal("macro_f1"), default_signal("loss")
