@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import types
 import warnings
 from collections.abc import Callable
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
-from trainers.config import TrainConfig
-from trainers.device import mixed_precision
+from trainers.config import PRECISION_ENV, TrainConfig
 from trainers.errors import ToxituneError
 
 # Nested configs whose flags carry a prefix: --teacher-epochs, --lora-rank.
@@ -100,7 +100,12 @@ def run_main(main: Callable[[list[str] | None], int]) -> None:
     """Run a ``main(argv) -> exit code``; user errors print one line and exit 2, Ctrl-C exits 130."""
     quiet_libraries()
     try:
-        mixed_precision()  # a bad $ACCELERATE_MIXED_PRECISION fails here, not in every trial
+        if PRECISION_ENV in os.environ:
+            # A bad value fails here, once, not in every trial. Imported only then: it loads torch, which
+            # commands that train nothing (search.export) do not need at start-up.
+            from trainers.device import mixed_precision
+
+            mixed_precision()
         code = main(None)
     except ToxituneError as error:
         print(f"error: {error}", file=sys.stderr)

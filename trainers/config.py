@@ -20,6 +20,9 @@ DISTILLATION_METHODS: tuple[str, ...] = ("odd", "even")
 MetricName = Literal["macro_f1", "accuracy", "weighted_f1", "roc_auc", "loss"]
 METRICS: tuple[str, ...] = get_args(MetricName)
 
+# The training precision's variable (trainers/device.py reads it): what `accelerate launch
+# --mixed_precision` sets, so that and `accelerate config` work as usual.
+PRECISION_ENV = "ACCELERATE_MIXED_PRECISION"
 DEFAULT_DATASET = "nicholasKluge/toxic-text"
 DEFAULT_TEACHER = "bert-base-uncased"
 DEFAULT_LR = {"teacher": 1e-4, "odd": 1e-4, "even": 1e-4, "lora": 5e-4}

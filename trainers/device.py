@@ -8,10 +8,9 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration
 
+from trainers.config import PRECISION_ENV
 from trainers.errors import ConfigError
 
-# What `accelerate launch --mixed_precision` sets, so that and `accelerate config` work as usual.
-PRECISION_ENV = "ACCELERATE_MIXED_PRECISION"
 PRECISIONS = ("no", "bf16", "fp16")
 
 
