@@ -51,6 +51,11 @@ def add_study_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", type=Path, help="share tokens and teachers between runs")
 
 
+def cache_folder(args: argparse.Namespace, workdir: Path) -> Path:
+    """``--cache-dir``, else the work folder's own cache, shared by its studies and runs."""
+    return args.cache_dir or workdir / "cache"
+
+
 def add_top_k_argument(parser: argparse.ArgumentParser, flag: str, *, prefix: str = "") -> None:
     """``flag``: how many of a study's best trials to retrain, as ``search.train --top-k`` does."""
     parser.add_argument(

@@ -55,6 +55,7 @@ from benchmarks.common import (  # noqa: E402
     add_jobs_argument,
     add_study_arguments,
     add_top_k_argument,
+    cache_folder,
     machine,
     submit_seed_runs,
     subset_flags,
@@ -112,7 +113,7 @@ def study_argv(arm: Arm, seed: int, args: argparse.Namespace, workdir: Path) -> 
         "--pruner-patience-epochs", str(args.pruner_patience_epochs),
         "--pruner-startup-trials", str(args.pruner_startup_trials),
         *(["--pruner-signal", args.pruner_signal] if args.pruner_signal else []),
-        "--cache-dir", str(args.cache_dir or workdir / "cache"),
+        "--cache-dir", str(cache_folder(args, workdir)),
         *subset_flags(args),
     ]  # fmt: skip
     if args.batch_size is not None:
@@ -142,7 +143,7 @@ def run_in_parallel(args: argparse.Namespace, workdir: Path, arms: list[str]) ->
                     export_study(study, top_k=args.test_top_k)["candidates"],
                     args.test_seeds,
                     out=workdir / "retrained" / name,
-                    cache_dir=args.cache_dir or workdir / "cache",
+                    cache_dir=cache_folder(args, workdir),
                 )
         wait_all(runs)
 
@@ -161,7 +162,7 @@ def run_study(arm: Arm, seed: int, args: argparse.Namespace, workdir: Path) -> d
             args.test_seeds,
             top_k=args.test_top_k,
             out=workdir / "retrained" / name,
-            cache_dir=args.cache_dir or workdir / "cache",
+            cache_dir=cache_folder(args, workdir),
             progress=False,
         )
         test, test_trial = winner["test"]["macro_f1"]["mean"], winner["trial"]

@@ -30,6 +30,7 @@ from benchmarks.common import (  # noqa: E402
     add_jobs_argument,
     add_study_arguments,
     add_top_k_argument,
+    cache_folder,
     machine,
     submit_seed_runs,
     subset_flags,
@@ -85,15 +86,20 @@ def study_argv(method: str, args: argparse.Namespace, workdir: Path) -> list[str
         "--method", method, "--trials", str(args.trials), "--study", f"quality-{method}",
         "--storage", study_storage(workdir),
         "--dataset", args.data, "--teacher", args.teacher, "--wandb-mode", "disabled", "--no-progress",
-        "--cache-dir", str(args.cache_dir or workdir / "cache"),
+        "--cache-dir", str(cache_folder(args, workdir)),
         *subset_flags(args),
     ]  # fmt: skip
+
+
+def study_export(method: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """The ``--top-k`` best trials of ``method``'s study, as ``search.export`` writes them."""
+    return export_study(load_study(f"quality-{method}", study_storage(workdir)), top_k=args.top_k)
 
 
 def tuned_export(method: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """Run (or resume) a study for ``method`` and export its ``--top-k`` best trials."""
     run.main(study_argv(method, args, workdir))
-    return export_study(load_study(f"quality-{method}", study_storage(workdir)), top_k=args.top_k)
+    return study_export(method, args, workdir)
 
 
 def run_in_parallel(args: argparse.Namespace, workdir: Path, data: DataConfig, methods: list[str]) -> None:
@@ -101,7 +107,7 @@ def run_in_parallel(args: argparse.Namespace, workdir: Path, data: DataConfig, m
 
     What this leaves in ``workdir`` the sequential pass in :func:`main` reads instead of training.
     """
-    cache_dir = args.cache_dir or workdir / "cache"
+    cache_dir = cache_folder(args, workdir)
     with worker_pool(args.jobs) as pool:
         wait_all(
             [
@@ -112,7 +118,7 @@ def run_in_parallel(args: argparse.Namespace, workdir: Path, data: DataConfig, m
         )
         runs = []
         for method in methods:
-            export = export_study(load_study(f"quality-{method}", study_storage(workdir)), top_k=args.top_k)
+            export = study_export(method, args, workdir)
             original = [recipe_candidate(method, data, args.teacher)]
             runs += submit_seed_runs(
                 pool, original, args.seeds, out=workdir / method / "recipe", cache_dir=cache_dir
@@ -194,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     methods = args.methods.split(",")
     with working_folder(args.workdir) as workdir:
-        cache_dir = args.cache_dir or workdir / "cache"
+        cache_dir = cache_folder(args, workdir)
         if args.jobs > 1:
             run_in_parallel(args, workdir, data, methods)
         for method in methods:
