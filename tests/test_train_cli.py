@@ -101,3 +101,9 @@ def test_accelerates_precision_variable_chooses_bf16_autocast(tiny_checkpoint, t
     assert result.returncode == 0, result.stderr
     report = json.loads((out / "metrics.json").read_text())
     assert report["device"]["precision"] == "bf16" and report["test"]["macro_f1"] > 0
+    # The accelerator the loop trains with takes it too, not only the report.
+    accelerator = subprocess.run(
+        [sys.executable, "-c", "from trainers.device import make_accelerator; print(make_accelerator().mixed_precision)"],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "ACCELERATE_MIXED_PRECISION": "bf16"},
+    )  # fmt: skip
+    assert accelerator.stdout.strip() == "bf16", accelerator.stderr
