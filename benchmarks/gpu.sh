@@ -10,8 +10,8 @@
 #     GPU_BENCH_ARGS=""             extra flags for the benchmark, e.g. "--skip-lora" or "--train-size 64"
 #     GPU_QUALITY_JOBS=8 GPU_QUALITY_TRIALS=20 GPU_QUALITY_SEEDS=3   quality: its --jobs, --trials, --seeds
 #     GPU_QUALITY_TIMEOUT=540       quality: seconds before it is stopped; rerun on the warm machine to resume
-# Writes gpu.log and throughput-gpu-SIZE-PRECISION.json or quality-gpu.json (with the studies and per-seed
-# reports in quality-work/) to $OUT (the device tool's folder; /tmp/toxitune-gpu-out if unset).
+# Writes gpu.log and throughput-gpu-SIZE-PRECISION.json or quality-gpu.json (with the study journal and
+# per-seed reports in quality-work.tar.gz) to $OUT (the device tool's folder; /tmp/toxitune-gpu-out if unset).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -118,10 +118,11 @@ quality() {
     if ((rc == 124)); then
         echo "cut off: rerun the same call while the machine is warm; it resumes from $QUALITY_WORK"
     fi
-    # The studies and every finished run's report come back; models and caches stay there.
-    mkdir -p "$OUT/quality-work"
+    # The studies and every finished run's report come back; models and caches stay there. One archive,
+    # because the device tool leaves out files more than a folder or two below $OUT.
     if [[ -d "$QUALITY_WORK" ]]; then
-        (cd "$QUALITY_WORK" && find . \( -path '*/runs/*.json' -o -name quality.log \) -exec cp --parents -t "$OUT/quality-work" {} +)
+        (cd "$QUALITY_WORK" && find . \( -path '*/runs/*.json' -o -name quality.log \) -print0 |
+            tar -czf "$OUT/quality-work.tar.gz" --null -T -)
     fi
     return "$rc"
 }
