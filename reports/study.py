@@ -18,13 +18,15 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
-from optuna.trial import TrialState  # noqa: E402
+from optuna.distributions import FloatDistribution  # noqa: E402
+from optuna.trial import TrialState, create_trial  # noqa: E402
 
 from reports.replay import replay_report_rates  # noqa: E402
 from search.export import load_study  # noqa: E402
 from search.pruners import MEDIAN_STARTUP_TRIALS  # noqa: E402
 from search.storage import DEFAULT_STORAGE  # noqa: E402
 from search.study import best_trial, metric_value, trial_rows, trial_state  # noqa: E402
+from studies.spaces import readable_params  # noqa: E402
 from trainers.cli import ArgumentParser, run_main  # noqa: E402
 
 STATE_COLOURS = {
@@ -37,12 +39,19 @@ STATE_COLOURS = {
 
 
 def importances(study: optuna.Study) -> dict[str, float]:
-    """Optuna's parameter importances (fANOVA), or empty until completed trials differ in value."""
+    """Optuna's parameter importances (fANOVA) of the readable parameters (the loss weights, not the
+    simplex draws behind them), or empty until completed trials differ in value."""
     completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if len({trial.value for trial in completed}) < 2:
         return {}  # with one value among completed trials, every parameter looks equally (un)important
+    readable = optuna.create_study(direction=study.direction)
+    for trial in completed:
+        params = readable_params(trial.params, trial.user_attrs)
+        # A weight is no sampled parameter, so it has no distribution of its own; each lies in [0, 1].
+        distributions = {name: trial.distributions.get(name, FloatDistribution(0.0, 1.0)) for name in params}
+        readable.add_trial(create_trial(value=trial.value, params=params, distributions=distributions))
     try:
-        return optuna.importance.get_param_importances(study)
+        return optuna.importance.get_param_importances(readable)
     except (RuntimeError, ValueError):  # e.g. no parameter varied across completed trials
         return {}
 
@@ -69,7 +78,8 @@ def summary_markdown(study: optuna.Study, rows: list[dict[str, Any]], weights: d
     if best is not None:
         lines += ["", f"**Best:** trial {best.number}, validation {metric} {best.value:.4f} "
                   f"(best epoch {best.user_attrs.get('best_epoch')}).", "", "| parameter | value |", "|---|---|"]  # fmt: skip
-        lines += [f"| {name} | {_show(value)} |" for name, value in best.params.items()]
+        params = readable_params(best.params, best.user_attrs)
+        lines += [f"| {name} | {_show(value)} |" for name, value in params.items()]
     if weights:
         lines += ["", "| parameter | importance |", "|---|---:|"]
         lines += [f"| {name} | {weight:.3f} |" for name, weight in weights.items()]

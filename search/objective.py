@@ -10,7 +10,7 @@ import optuna
 from search.progress import TrialLine
 from search.pruners import describe
 from search.storage import worker_id
-from studies.spaces import SearchSpace, suggest
+from studies.spaces import SearchSpace, readable_params, suggest
 from trainers.config import TrainConfig, maximizes
 from trainers.loop import FAILURES, EvalRecord, Status, train
 from trainers.task import Task
@@ -44,12 +44,13 @@ class Objective:
         trial.set_user_attr("worker", worker_id())
         config = suggest(trial, self.base, self.space)
         trial.set_user_attr("config", config.to_dict())
-        run_path = self.tracker.start_trial(trial.number, config.to_dict(), dict(trial.params))
+        params = readable_params(trial.params, trial.user_attrs)
+        run_path = self.tracker.start_trial(trial.number, config.to_dict(), params)
         if run_path:
             trial.set_user_attr("wandb_run", run_path)
         line = TrialLine(
             trial.number,
-            {**trial.params, **trial.user_attrs},
+            params,
             epochs=config.epochs,
             metric=config.metric,
             enabled=self.progress,

@@ -29,7 +29,7 @@ from search.study import (
 )
 from search.tracking import StudyTracker, WandbSettings
 from studies.presets import Preset, available_presets, load_preset
-from studies.spaces import LOSS_WEIGHTS, SearchSpace, default_space
+from studies.spaces import LOSS_WEIGHTS, SearchSpace, default_space, readable_params
 from trainers.cache import default_cache_dir
 from trainers.cli import ArgumentParser, add_config_arguments, config_overrides, merge, run_main
 from trainers.config import METRICS, TrainConfig, maximizes
@@ -229,8 +229,9 @@ def _print_summary(study: optuna.Study, metric: str, seconds: float) -> None:
     best = best_trial(study)
     if best is not None:
         print(f"best: trial {best.number}, validation {metric} {best.value:.4f}")
-        print(f"  {format_params({**best.params, **best.user_attrs})}")
-        print(f"  all params: {best.params}")
+        params = readable_params(best.params, best.user_attrs)
+        print(f"  {format_params(params)}")
+        print(f"  all params: {params}")
 
 
 if __name__ == "__main__":

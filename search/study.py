@@ -16,6 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.pruners import MEDIAN_STARTUP_TRIALS, PrunerName, make_pruner, reports_within
 from search.storage import fail_orphaned_trials, open_storage
+from studies.spaces import readable_params
 from trainers.config import MetricName, maximizes
 from trainers.errors import ToxituneError
 
@@ -286,5 +287,6 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
             "seconds": trial.user_attrs.get("seconds"),
             "reason": trial.user_attrs.get("reason"),
         }
-        rows.append(row | {f"param:{name}": value for name, value in trial.params.items()})
+        params = readable_params(trial.params, trial.user_attrs)
+        rows.append(row | {f"param:{name}": value for name, value in params.items()})
     return rows

@@ -74,13 +74,40 @@ class Simplex:
     def suggest(self, trial: optuna.Trial, name: str) -> dict[str, float]:
         # -log(u) for u ~ U(0, 1] is Exp(1); normalised exponentials are uniform on the simplex,
         # and an affine map onto the floored part keeps them uniform there.
-        draws = [-math.log(trial.suggest_float(f"{n}_draw", 1e-6, 1.0)) for n in WEIGHT_NAMES]
+        draws = [-math.log(trial.suggest_float(_draw_name(n), 1e-6, 1.0)) for n in WEIGHT_NAMES]
         total = sum(draws)
         weights = {n: (1 - self.min_cls) * d / total for n, d in zip(WEIGHT_NAMES, draws, strict=True)}
         weights["w_cls"] += self.min_cls
         for n, w in weights.items():
             trial.set_user_attr(n, w)
         return weights
+
+
+def _draw_name(weight: str) -> str:
+    return f"{weight}_draw"
+
+
+def readable_params(params: Mapping[str, Any], user_attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """A trial's parameters as a reader wants them: the loss weights in place of the simplex draws.
+
+    The sampler works on the draws (``w_div_draw`` 0.0001 can mean ``w_div`` 0.77), so tables,
+    importances and dashboards show the weights, which :class:`Simplex` stores as user attributes.
+    Parameters of a trial without the draws come back unchanged.
+
+    Example:
+        >>> readable_params(trial.params, trial.user_attrs)
+        {'lr': 7.7e-05, 'w_cls': 0.128, 'w_div': 0.77, 'w_cos': 0.102, 'loss.temperature': 1.36, ...}
+    """
+    draws = [_draw_name(n) for n in WEIGHT_NAMES]
+    if not all(d in params for d in draws) or not all(n in user_attrs for n in WEIGHT_NAMES):
+        return dict(params)
+    readable: dict[str, Any] = {}
+    for name, value in params.items():
+        if name == draws[0]:  # the weights take the draws' place in the order
+            readable |= {n: user_attrs[n] for n in WEIGHT_NAMES}
+        elif name not in draws:
+            readable[name] = value
+    return readable
 
 
 Distribution = FloatRange | IntRange | Choice | Simplex

@@ -6,7 +6,9 @@ import optuna
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from reports.study import main, write_report
+from reports.study import importances, main, write_report
+from studies.spaces import default_space, suggest
+from trainers.config import TrainConfig
 
 
 def _study(tmp_path):
@@ -95,3 +97,23 @@ def test_a_study_a_pruner_acted_on_has_no_replay(tmp_path):
     study.set_user_attr("base_config", {"epochs": 2, "evals_per_epoch": 1})
     assert main(["--study", "demo", "--storage", storage, "--out", str(out)]) == 0
     assert "would have saved" not in (out / "summary.md").read_text()
+
+
+def test_a_distillation_report_shows_the_loss_weights_not_the_draws_behind_them(tmp_path):
+    study = optuna.create_study(
+        study_name="distil", storage=f"sqlite:///{tmp_path}/d.db", direction="maximize",
+        sampler=optuna.samplers.RandomSampler(seed=0),
+    )  # fmt: skip
+    study.set_user_attr("metric", "macro_f1")
+    space = default_space("odd")
+    # A value that only w_div decides: the importances must say so, which no single draw can.
+    study.optimize(lambda trial: suggest(trial, TrainConfig(method="odd"), space).loss.w_div, n_trials=30)
+    weights = importances(study)
+    assert max(weights, key=weights.get) == "w_div"
+    assert not any(name.endswith("_draw") for name in weights)
+    write_report(study, tmp_path / "r")
+    summary = (tmp_path / "r" / "summary.md").read_text()
+    assert f"| w_div | {study.best_value:.4g} |" in summary and "_draw" not in summary
+    header = next(csv.reader(open(tmp_path / "r" / "trials.csv")))
+    assert {"param:w_cls", "param:w_div", "param:w_cos"} <= set(header)
+    assert not any(name.endswith("_draw") for name in header)

@@ -3,7 +3,8 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from studies.spaces import LOSS_WEIGHTS, Simplex, default_space
+from studies.spaces import LOSS_WEIGHTS, Simplex, default_space, readable_params, suggest
+from trainers.config import TrainConfig
 from trainers.errors import ConfigError
 
 
@@ -33,3 +34,23 @@ def test_distillation_spaces_keep_a_floor_on_the_label_loss():
 def test_a_floor_outside_zero_to_one_is_refused(floor):
     with pytest.raises(ConfigError, match="min_cls must be in"):
         Simplex(min_cls=floor)
+
+
+def test_readable_params_show_the_loss_weights_in_place_of_the_draws():
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    trial = study.ask()
+    config = suggest(trial, TrainConfig(method="odd"), default_space("odd"))
+    readable = readable_params(trial.params, trial.user_attrs)
+    assert not any(name.endswith("_draw") for name in readable)
+    loss = config.loss
+    assert (readable["w_cls"], readable["w_div"], readable["w_cos"]) == (loss.w_cls, loss.w_div, loss.w_cos)
+    # The weights stand where the draws stood; every other parameter keeps its value and place.
+    assert list(readable) == [n.removesuffix("_draw") for n in trial.params]
+    assert {n: v for n, v in readable.items() if not n.startswith("w_")} == {
+        n: v for n, v in trial.params.items() if not n.endswith("_draw")
+    }
+
+
+def test_readable_params_leave_a_trial_without_draws_alone():
+    params = {"lr": 1e-4, "lora.rank": 8}
+    assert readable_params(params, {"worker": "w1"}) == params
