@@ -151,6 +151,23 @@ def test_loader_pads_each_batch_to_its_longest_text(tiny_checkpoint, toy_data, c
         assert torch.equal(batch["labels"], encoded.labels[batch["index"]])
 
 
+def test_loader_rounds_widths_up_to_the_multiple_it_is_given(tiny_checkpoint, toy_data, cache_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_checkpoint)
+    split = load_splits(DataConfig(dataset=str(toy_data)), batch_size=8).train
+    encoded = encode_split(split, tokenizer, max_length=64, cache_dir=cache_dir)
+    widths = set()
+    for batch in make_loader(encoded, batch_size=8, pad_token_id=0, shuffle=False, width_multiple=4):
+        lengths = batch["attention_mask"].sum(dim=1)
+        width = batch["input_ids"].shape[1]
+        assert width % 4 == 0 and width - 4 < lengths.max() <= width
+        # The extra columns are padding, masked out.
+        for row, index in zip(batch["input_ids"], batch["index"].tolist(), strict=True):
+            text = encoded.input_ids[index]
+            assert torch.equal(row[: len(text)], text) and (row[len(text) :] == 0).all()
+        widths.add(width)
+    assert len(widths) >= 2, "the toy texts span more than one width bucket"
+
+
 def _write(path, text):
     path.write_text(text)
     return path

@@ -93,6 +93,13 @@ def test_a_bad_precision_is_one_line_and_exit_code_2(tmp_path, precision, messag
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
 
 
+def test_cuda_graphs_without_a_gpu_is_one_line_and_exit_code_2(tmp_path):
+    result = _run("--out", str(tmp_path / "out"), env={"TOXITUNE_CUDA_GRAPHS": "1"})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "TOXITUNE_CUDA_GRAPHS=1 needs a GPU" in lines[0], result.stderr
+
+
 def test_accelerates_precision_variable_chooses_bf16_autocast(tiny_checkpoint, toy_data, cache_dir, tmp_path):
     # A process of its own: accelerate keeps one precision per process.
     out = tmp_path / "run"

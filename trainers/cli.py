@@ -11,7 +11,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
-from trainers.config import PRECISION_ENV, TrainConfig
+from trainers.config import GRAPHS_ENV, PRECISION_ENV, TrainConfig
 from trainers.errors import ToxituneError
 
 # Nested configs whose flags carry a prefix: --teacher-epochs, --lora-rank.
@@ -100,12 +100,13 @@ def run_main(main: Callable[[list[str] | None], int]) -> None:
     """Run a ``main(argv) -> exit code``; user errors print one line and exit 2, Ctrl-C exits 130."""
     quiet_libraries()
     try:
-        if PRECISION_ENV in os.environ:
+        if PRECISION_ENV in os.environ or GRAPHS_ENV in os.environ:
             # A bad value fails here, once, not in every trial. Imported only then: it loads torch, which
             # commands that train nothing (search.export) do not need at start-up.
-            from trainers.device import mixed_precision
+            from trainers.device import cuda_graphs, mixed_precision
 
             mixed_precision()
+            cuda_graphs()
         code = main(None)
     except ToxituneError as error:
         print(f"error: {error}", file=sys.stderr)

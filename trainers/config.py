@@ -23,6 +23,8 @@ METRICS: tuple[str, ...] = get_args(MetricName)
 # The training precision's variable (trainers/device.py reads it): what `accelerate launch
 # --mixed_precision` sets, so that and `accelerate config` work as usual.
 PRECISION_ENV = "ACCELERATE_MIXED_PRECISION"
+# 1 or 0: whether training on a GPU replays CUDA graphs (trainers/graphs.py); on by default there.
+GRAPHS_ENV = "TOXITUNE_CUDA_GRAPHS"
 DEFAULT_DATASET = "nicholasKluge/toxic-text"
 DEFAULT_TEACHER = "bert-base-uncased"
 DEFAULT_LR = {"teacher": 1e-4, "odd": 1e-4, "even": 1e-4, "lora": 5e-4}

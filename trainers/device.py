@@ -6,9 +6,9 @@ import os
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration
+from accelerate.utils import AutocastKwargs, DataLoaderConfiguration
 
-from trainers.config import PRECISION_ENV
+from trainers.config import GRAPHS_ENV, PRECISION_ENV
 from trainers.errors import ConfigError
 
 PRECISIONS = ("no", "bf16", "fp16")
@@ -44,6 +44,23 @@ def mixed_precision() -> str:
     return chosen
 
 
+def cuda_graphs() -> bool:
+    """``$TOXITUNE_CUDA_GRAPHS`` (1 or 0) if set, else on with a GPU: training steps replay CUDA graphs.
+
+    Raises:
+        ConfigError: The variable is neither 1 nor 0, or is 1 without a GPU.
+    """
+    cuda = training_device().type == "cuda"
+    chosen = os.environ.get(GRAPHS_ENV)
+    if chosen is None:
+        return cuda
+    if chosen not in ("0", "1"):
+        raise ConfigError(f"{GRAPHS_ENV}={chosen!r} is neither 1 nor 0; use 1 for CUDA graphs, 0 for none")
+    if chosen == "1" and not cuda:
+        raise ConfigError(f"{GRAPHS_ENV}=1 needs a GPU; unset it or use 0 on the CPU")
+    return chosen == "1"
+
+
 def make_accelerator() -> Accelerator:
     """An ``Accelerator`` on CUDA if there is a GPU, else on the CPU, with :func:`mixed_precision`."""
     precision = mixed_precision()
@@ -57,5 +74,7 @@ def make_accelerator() -> Accelerator:
         torch.backends.cuda.matmul.allow_tf32 = precision == "no"
         # Copies from pinned memory that do not wait: the GPU runs ahead while the next batch arrives.
         loading = DataLoaderConfiguration(non_blocking=True)
-        return Accelerator(mixed_precision=precision, dataloader_config=loading)
+        # Graph capture refuses autocast's weight cache; a forward pass casts each weight once anyway.
+        autocast = AutocastKwargs(cache_enabled=False)
+        return Accelerator(mixed_precision=precision, dataloader_config=loading, kwargs_handlers=[autocast])
     return Accelerator(cpu=True, mixed_precision=precision)

@@ -24,8 +24,9 @@ from transformers import get_linear_schedule_with_warmup
 from trainers.checkpoint import Checkpoint, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from trainers.config import TrainConfig, maximizes
 from trainers.data import make_loader
-from trainers.device import make_accelerator
+from trainers.device import cuda_graphs, make_accelerator
 from trainers.evaluate import Metrics, evaluate
+from trainers.graphs import GRAPH_WIDTH_MULTIPLE, GraphedLogits, eager_logits
 from trainers.losses import classification_loss, distillation_loss
 from trainers.models import (
     apply_lora,
@@ -164,14 +165,19 @@ def evaluation_points(steps_per_epoch: int, evals_per_epoch: int) -> frozenset[i
     )
 
 
-def make_train_loader(config: TrainConfig, task: Task) -> DataLoader:
-    """The run's training batches, shuffled by its seed: the same batches for the same config."""
+def make_train_loader(config: TrainConfig, task: Task, *, graphs: bool = False) -> DataLoader:
+    """The run's training batches, shuffled by its seed: the same batches for the same config.
+
+    With ``graphs``, widths are rounded up to :data:`~trainers.graphs.GRAPH_WIDTH_MULTIPLE`, so that
+    few shapes need capturing.
+    """
     return make_loader(
         task.train,
         batch_size=config.batch_size,
         pad_token_id=task.tokenizer.pad_token_id,
         shuffle=True,
         seed=config.seed,
+        width_multiple=GRAPH_WIDTH_MULTIPLE if graphs else 1,
     )
 
 
@@ -208,8 +214,9 @@ def train(
     started = time.monotonic()
     set_seed(config.seed)
     accelerator = make_accelerator()
+    graphs = cuda_graphs()
     model = build_model(config, task)
-    train_loader = make_train_loader(config, task)
+    train_loader = make_train_loader(config, task, graphs=graphs)
     val_loader = make_loader(
         task.validation,
         batch_size=config.eval_batch_size,
@@ -245,6 +252,7 @@ def train(
         model, optimizer, train_loader, val_loader, scheduler
     )
     teacher_logits = task.teacher_logits.to(accelerator.device) if config.distills else None
+    logits_of = GraphedLogits(model) if graphs else eager_logits(model)
     eval_points = evaluation_points(steps_per_epoch, config.evals_per_epoch)
     sums, count = torch.zeros(4, device=accelerator.device), 0
     status, reason = Status.COMPLETED, None
@@ -256,7 +264,7 @@ def train(
     while step < total_steps and reason is None:
         for batch in train_loader:
             epoch = step / steps_per_epoch
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            logits = logits_of(batch["input_ids"], batch["attention_mask"])
             if config.distills:
                 parts = distillation_loss(
                     logits, teacher_logits[batch["index"]], batch["labels"], config.loss, epoch=epoch

@@ -13,7 +13,7 @@ from typing import Any
 from trainers.cache import default_cache_dir
 from trainers.cli import ArgumentParser, add_config_arguments, config_from_args, run_main
 from trainers.config import TrainConfig
-from trainers.device import mixed_precision, training_device
+from trainers.device import cuda_graphs, mixed_precision, training_device
 from trainers.evaluate import evaluate_split
 from trainers.loop import FAILURES, TrainResult, train
 from trainers.models import save_classifier
@@ -49,7 +49,11 @@ def run_report(config: TrainConfig, task: Task, result: TrainResult) -> dict[str
         "confusion_matrix": None,
         "teacher": task.teacher_metrics,
         "config": config.to_dict(),
-        "device": {"type": training_device().type, "precision": mixed_precision()},
+        "device": {
+            "type": training_device().type,
+            "precision": mixed_precision(),
+            "cuda_graphs": cuda_graphs(),
+        },
     }
     if result.best is not None:
         test = evaluate_split(
