@@ -3,14 +3,18 @@
 # by benchmarks/gpu_prepare.sh) carried:
 #     bash benchmarks/gpu.sh                      # throughput.py: toxitune's loop against the notebook's
 #     GPU_BENCH=quality bash benchmarks/gpu.sh    # quality.py at full scale, in parallel workers
+#     GPU_BENCH=train bash benchmarks/gpu.sh      # trainers.train on the whole data, with and without CUDA graphs
 # On a machine without CUDA it runs the same on the CPU, which is how it is tested. Knobs:
 #     GPU_BENCH_SIZES="11916"       throughput: training-set sizes (11916 = the whole split)
 #     GPU_BENCH_PRECISIONS="bf16 no"  throughput: toxitune's precision ($ACCELERATE_MIXED_PRECISION), one run each
-#     GPU_BENCH_RUN_TIMEOUT=200     throughput: seconds allowed per run, so one stuck run leaves time for the rest
+#     GPU_BENCH_GRAPHS="1 0"        throughput and train: $TOXITUNE_CUDA_GRAPHS, one run each ("0" without a GPU)
+#     GPU_TRAIN_METHODS="lora odd" GPU_TRAIN_EPOCHS=2   train: methods and epochs (students distil from a
+#                                   teacher fine-tuned for one epoch)
+#     GPU_BENCH_RUN_TIMEOUT=200     throughput and train: seconds allowed per run, so one stuck run leaves time for the rest
 #     GPU_BENCH_ARGS=""             extra flags for the benchmark, e.g. "--skip-lora" or "--train-size 64"
 #     GPU_QUALITY_JOBS=8 GPU_QUALITY_TRIALS=20 GPU_QUALITY_SEEDS=3   quality: its --jobs, --trials, --seeds
 #     GPU_QUALITY_TIMEOUT=540       quality: seconds before it is stopped; rerun on the warm machine to resume
-# Writes gpu.log and throughput-gpu-SIZE-PRECISION.json or quality-gpu.json (with the study journal and
+# Writes gpu.log and throughput-gpu-SIZE-PRECISION-graphsG.json, train-METHOD-graphsG.json or quality-gpu.json (with the study journal and
 # per-seed reports in quality-work.tar.gz) to $OUT (the device tool's folder; /tmp/toxitune-gpu-out if unset).
 set -euo pipefail
 
@@ -19,6 +23,10 @@ KIT=gpu-kit
 BENCH="${GPU_BENCH:-throughput}"
 SIZES="${GPU_BENCH_SIZES:-11916}"
 PRECISIONS="${GPU_BENCH_PRECISIONS:-bf16 no}"
+# CUDA graphs need a GPU: on the CPU (tests of this script) the default is the one run without.
+if command -v nvidia-smi >/dev/null; then GRAPHS="${GPU_BENCH_GRAPHS:-1 0}"; else GRAPHS="${GPU_BENCH_GRAPHS:-0}"; fi
+TRAIN_METHODS="${GPU_TRAIN_METHODS:-lora odd}"
+TRAIN_EPOCHS="${GPU_TRAIN_EPOCHS:-2}"
 RUN_TIMEOUT="${GPU_BENCH_RUN_TIMEOUT:-200}"
 OUT="${OUT:-/tmp/toxitune-gpu-out}"
 # The real MiniLM weights, carried as float16; toxitune loads any checkpoint with float32 weights.
@@ -33,7 +41,7 @@ export PYTHONUNBUFFERED=1
 export TRANSFORMERS_VERBOSITY=error PYTHONWARNINGS=ignore::FutureWarning
 
 main() {
-    [[ "$BENCH" == throughput || "$BENCH" == quality ]] || { echo "error: GPU_BENCH=$BENCH; use throughput or quality"; return 1; }
+    [[ "$BENCH" =~ ^(throughput|quality|train)$ ]] || { echo "error: GPU_BENCH=$BENCH; use throughput, quality or train"; return 1; }
     for f in data/train.csv data/validation.csv data/test.csv teacher/config.json teacher/tokenizer.json teacher/model.safetensors; do
         [[ -f "$KIT/$f" ]] || { echo "error: $KIT/$f missing; run bash benchmarks/gpu_prepare.sh here and carry [\"gpu-kit\"]"; return 1; }
     done
@@ -63,45 +71,83 @@ EOF
     if command -v nvidia-smi >/dev/null; then nvidia-smi -L; else echo "nvidia-smi: not found"; fi
     python3 -c 'import torch; print("torch device:", torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu (no CUDA)")'
 
-    if [[ "$BENCH" == quality ]]; then quality; else throughput; fi
+    case "$BENCH" in
+        quality) quality ;;
+        train) train_runs ;;
+        *) throughput ;;
+    esac
 }
 
 throughput() {
     local failed=0
     for size in $SIZES; do
         for precision in $PRECISIONS; do
-            echo
-            echo "=== throughput.py --train-size $size, toxitune with ACCELERATE_MIXED_PRECISION=$precision ==="
-            # shellcheck disable=SC2086  # GPU_BENCH_ARGS is a list of flags
-            if ! ACCELERATE_MIXED_PRECISION="$precision" timeout "$RUN_TIMEOUT" python3 benchmarks/throughput.py \
-                --data "$KIT/data" --teacher "$TEACHER" --train-size "$size" \
-                --json "$OUT/throughput-gpu-$size-$precision.json" ${GPU_BENCH_ARGS:-}; then
-                echo "warning: the run with --train-size $size, $precision failed or passed ${RUN_TIMEOUT} s; going on"
-                failed=1
-            fi
+            for graphs in $GRAPHS; do
+                local name="throughput-gpu-$size-$precision-graphs$graphs.json"
+                echo
+                echo "=== throughput.py --train-size $size, toxitune with ACCELERATE_MIXED_PRECISION=$precision TOXITUNE_CUDA_GRAPHS=$graphs ==="
+                # shellcheck disable=SC2086  # GPU_BENCH_ARGS is a list of flags
+                if ! ACCELERATE_MIXED_PRECISION="$precision" TOXITUNE_CUDA_GRAPHS="$graphs" timeout "$RUN_TIMEOUT" \
+                    python3 benchmarks/throughput.py --data "$KIT/data" --teacher "$TEACHER" --train-size "$size" \
+                    --json "$OUT/$name" ${GPU_BENCH_ARGS:-}; then
+                    echo "warning: the run with --train-size $size, $precision, graphs $graphs failed or passed ${RUN_TIMEOUT} s; going on"
+                    failed=1
+                fi
+            done
         done
     done
 
     echo
     echo "=== summary (examples/s for distillation, steps/s for LoRA; toxitune/baseline) ==="
-    python3 - "$OUT" "$SIZES" "$PRECISIONS" <<'EOF'
-import json, sys
+    python3 - "$OUT" "$SIZES" "$PRECISIONS" "$GRAPHS" <<'EOF'
+import itertools, json, sys
 from pathlib import Path
-out, sizes, precisions = Path(sys.argv[1]), sys.argv[2].split(), sys.argv[3].split()
-for size, precision in ((s, p) for s in sizes for p in precisions):
-    path = out / f"throughput-gpu-{size}-{precision}.json"
+out, sizes, precisions, graphs = Path(sys.argv[1]), *(arg.split() for arg in sys.argv[2:])
+for size, precision, graphed in itertools.product(sizes, precisions, graphs):
+    path = out / f"throughput-gpu-{size}-{precision}-graphs{graphed}.json"
     if not path.exists():
-        print(f"train-size {size}, {precision}: no figures ({path.name} missing)")
+        print(f"train-size {size}, {precision}, graphs {graphed}: no figures ({path.name} missing)")
         continue
     f = json.loads(path.read_text())
     device = f["machine"]["cuda"] or "CPU"
-    line = (f"train-size {f['train_size']} on {device}, toxitune {precision}: distillation baseline {f['baseline']:.1f}, "
-            f"toxitune {f['toxitune']:.1f} ex/s, ratio {f['ratio']:.2f}x")
+    line = (f"train-size {f['train_size']} on {device}, toxitune {precision}, graphs {graphed}: distillation baseline "
+            f"{f['baseline']:.1f}, toxitune {f['toxitune']:.1f} ex/s, ratio {f['ratio']:.2f}x")
     if "lora" in f:
         lora = f["lora"]
         line += f"; LoRA baseline {lora['baseline']:.2f}, toxitune {lora['toxitune']:.2f} steps/s, ratio {lora['ratio']:.2f}x"
     print(line)
 EOF
+    return "$failed"
+}
+
+train_runs() {
+    # What a user runs, with and without graphs: same data, seed and config, so only the step differs.
+    local failed=0
+    for method in $TRAIN_METHODS; do
+        for graphs in $GRAPHS; do
+            local run="bench-work/gpu-train/$method-graphs$graphs" started=$SECONDS
+            echo
+            echo "=== trainers.train --method $method --epochs $TRAIN_EPOCHS, TOXITUNE_CUDA_GRAPHS=$graphs ==="
+            # shellcheck disable=SC2086  # GPU_BENCH_ARGS is a list of flags
+            if TOXITUNE_CUDA_GRAPHS="$graphs" timeout "$RUN_TIMEOUT" python3 -m trainers.train --method "$method" \
+                --dataset "$KIT/data" --teacher "$TEACHER" --teacher-epochs 1 --epochs "$TRAIN_EPOCHS" \
+                --cache-dir bench-work/gpu-train/cache --out "$run" --no-progress ${GPU_BENCH_ARGS:-}; then
+                python3 - "$run/metrics.json" "$((SECONDS - started))" <<'EOF'
+import json, sys
+m = json.load(open(sys.argv[1]))
+best = m["best"]
+print(f"{m['method']}, graphs {m['device']['cuda_graphs']}, {m['device']['precision']}: {m['status']}, {m['steps']} steps "
+      f"in {m['seconds']} s of training ({sys.argv[2]} s with start-up and test); best at epoch {best['epoch']:.2f}: "
+      f"train loss {best['train_loss']:.4f}, validation macro-F1 {m['validation']['macro_f1']:.4f}; "
+      f"test macro-F1 {m['test']['macro_f1']:.4f}, accuracy {m['test']['accuracy']:.4f}")
+EOF
+                cp "$run/metrics.json" "$OUT/train-$method-graphs$graphs.json"
+            else
+                echo "warning: trainers.train --method $method with graphs $graphs failed or passed ${RUN_TIMEOUT} s; going on"
+                failed=1
+            fi
+        done
+    done
     return "$failed"
 }
 

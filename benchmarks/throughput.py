@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import add_data_arguments, machine, write_json  # noqa: E402
 from trainers.cli import ArgumentParser, run_main  # noqa: E402
 from trainers.config import DataConfig, LoraSettings, LossConfig, TeacherConfig, TrainConfig  # noqa: E402
-from trainers.device import synchronize, training_device  # noqa: E402
+from trainers.device import cuda_graphs, mixed_precision, synchronize, training_device  # noqa: E402
 from trainers.errors import DataError  # noqa: E402
 from trainers.evaluate import split_logits  # noqa: E402
 from trainers.loop import build_model, make_optimizer, make_train_loader, train  # noqa: E402
@@ -246,7 +246,7 @@ def padded_batches(task: Task, config: TrainConfig) -> list[tuple[int, int]]:
 
     Built by the loop's own ``make_train_loader`` with the run's seed, so they are the same batches.
     """
-    loader = make_train_loader(config, task)
+    loader = make_train_loader(config, task, graphs=cuda_graphs())
     return [tuple(batch["input_ids"].shape) for batch in loader]
 
 
@@ -418,9 +418,11 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     info = {**machine(), "load_average": os.getloadavg()[0]}
     device = training_device()
+    info["precision"], info["cuda_graphs"] = mixed_precision(), cuda_graphs()
     print(
         f"{info['cpu']}, {info['cores']} cores, torch {info['torch']}, {info['threads']} threads, "
-        f"load average {info['load_average']:.2f} at start; training on {info['cuda'] or 'the CPU'}"
+        f"load average {info['load_average']:.2f} at start; training on {info['cuda'] or 'the CPU'}; "
+        f"toxitune's precision {info['precision']}, CUDA graphs {'on' if info['cuda_graphs'] else 'off'}"
     )
     if args.profile and device.type != "cpu":
         # The profile's floor is a CPU matmul rate; on a GPU it would compare against the wrong machine.
