@@ -140,6 +140,8 @@ print(f"{m['method']}, graphs {m['device']['cuda_graphs']}, {m['device']['precis
       f"in {m['seconds']} s of training ({sys.argv[2]} s with start-up and test); best at epoch {best['epoch']:.2f}: "
       f"train loss {best['train_loss']:.4f}, validation macro-F1 {m['validation']['macro_f1']:.4f}; "
       f"test macro-F1 {m['test']['macro_f1']:.4f}, accuracy {m['test']['accuracy']:.4f}")
+print("  train loss at each evaluation: " + ", ".join(f"{r['train_loss']:.4f}" for r in m["history"]))
+print("  validation macro-F1 at each evaluation: " + ", ".join(f"{r['validation']['macro_f1']:.4f}" for r in m["history"]))
 EOF
                 cp "$run/metrics.json" "$OUT/train-$method-graphs$graphs.json"
             else

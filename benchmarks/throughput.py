@@ -379,6 +379,36 @@ def profile_steps(config: TrainConfig, task: Task, steps: int) -> dict[str, Any]
     }
 
 
+def profile_device_run(config: TrainConfig, task: Task) -> dict[str, Any]:
+    """Profile a second, warm :func:`train` call on the GPU: how long the GPU was busy, what the host did."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        started = time.perf_counter()
+        result = train(config, task, progress=False)
+        synchronize(training_device())
+        seconds = time.perf_counter() - started
+    events = prof.key_averages()
+    busy = sum(e.self_device_time_total for e in events) / 1e6
+    host = sum(e.self_cpu_time_total for e in events)
+    ops = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)
+    return {
+        "steps": result.steps,
+        "seconds": seconds,
+        "gpu_busy_seconds": busy,
+        "host_self_seconds": host / 1e6,
+        "top_ops": [
+            {
+                "name": e.key,
+                "calls": e.count,
+                "self_cpu_ms": e.self_cpu_time_total / 1e3,
+                "pct": 100 * e.self_cpu_time_total / host,
+            }
+            for e in ops[:12]
+        ],
+    }
+
+
 # --- the command ------------------------------------------------------------------------------------
 
 
@@ -424,10 +454,6 @@ def main(argv: list[str] | None = None) -> int:
         f"load average {info['load_average']:.2f} at start; training on {info['cuda'] or 'the CPU'}; "
         f"toxitune's precision {info['precision']}, CUDA graphs {'on' if info['cuda_graphs'] else 'off'}"
     )
-    if args.profile and device.type != "cpu":
-        # The profile's floor is a CPU matmul rate; on a GPU it would compare against the wrong machine.
-        print("--profile measures CPU steps only; skipped on a GPU")
-        args.profile = False
 
     with tempfile.TemporaryDirectory(prefix="toxitune-throughput-") as cache:
         config = toxitune_config("even", args)
@@ -486,9 +512,13 @@ def main(argv: list[str] | None = None) -> int:
             }
             print_lora(figures["lora"], lora_baseline, lora_toxitune)
 
-        if args.profile:
+        if args.profile and device.type == "cpu":
             figures["profile"] = profile_and_floor(config, task, teacher, args, baseline, toxitune)
             print_profile(figures["profile"])
+        elif args.profile:
+            # The CPU floor's matmul rate means nothing here: a GPU this size waits on the host.
+            figures["profile"] = profile_device_run(config, task)
+            print_device_profile(figures["profile"])
 
     figures["machine"]["load_average_end"] = os.getloadavg()[0]
     write_json(args.json, figures)
@@ -581,6 +611,17 @@ def print_profile(profile: dict[str, Any]) -> None:
             f"  {name}: {run['gflops']:.0f} GFLOP, floor {run['floor_seconds']:.1f} s, measured "
             f"{run['measured_seconds']:.1f} s: achieved {run['achieved_pct']:.0f}% of the matmul-bound floor"
         )
+
+
+def print_device_profile(profile: dict[str, Any]) -> None:
+    print(
+        f"\nprofile of a second toxitune distillation train() ({profile['steps']} steps, profiled): "
+        f"{profile['seconds']:.2f} s wall, GPU busy {profile['gpu_busy_seconds']:.2f} s "
+        f"({100 * profile['gpu_busy_seconds'] / profile['seconds']:.0f}%), host self time {profile['host_self_seconds']:.2f} s"
+    )
+    print(f"  {'op (by host self time)':<48}{'calls':>7}{'self ms':>10}{'%':>7}")
+    for op in profile["top_ops"]:
+        print(f"  {op['name'][:48]:<48}{op['calls']:>7}{op['self_cpu_ms']:>10.1f}{op['pct']:>7.1f}")
 
 
 if __name__ == "__main__":

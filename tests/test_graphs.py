@@ -16,11 +16,11 @@ class RecordingCapture:
     """Stands in for ``make_graphed_callables``: returns the module as is and records each call."""
 
     def __init__(self) -> None:
-        self.calls: list[tuple[torch.Size, ...]] = []
+        self.calls: list[tuple[tuple[torch.Size, ...], int]] = []
         self.samples: list[tuple[torch.Tensor, ...]] = []
 
-    def __call__(self, module, sample_args):
-        self.calls.append(tuple(arg.shape for arg in sample_args))
+    def __call__(self, module, sample_args, warmup_passes):
+        self.calls.append((tuple(arg.shape for arg in sample_args), warmup_passes))
         self.samples.append(sample_args)
         return module
 
@@ -40,7 +40,8 @@ def test_each_input_shape_is_captured_once_in_order_of_arrival(tiny_checkpoint):
     for rows, width, seed in [(4, 16, 0), (4, 32, 1), (4, 16, 2), (2, 16, 3), (4, 32, 4)]:
         logits = logits_of(*_batch(rows, width, seed))
         assert logits.shape == (rows, 2)
-    assert capture.calls == [((4, 16), (4, 16)), ((4, 32), (4, 32)), ((2, 16), (2, 16))]
+    # Warm-up twice for the first capture of a run only, which meets lazy set-up work.
+    assert capture.calls == [(((4, 16), (4, 16)), 2), (((4, 32), (4, 32)), 1), (((2, 16), (2, 16)), 1)]
     assert logits_of.shapes == [(4, 16), (4, 32), (2, 16)]
 
 

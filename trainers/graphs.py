@@ -8,6 +8,7 @@ once. A graph replays fixed shapes only, so batches are padded to a few widths
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -17,18 +18,19 @@ from torch import Tensor, nn
 # eight captures a run, for a little more padding on a GPU that waits on launches, not on FLOPs.
 GRAPH_WIDTH_MULTIPLE = 16
 
-Capture = Callable[[nn.Module, tuple[Tensor, ...]], nn.Module]
-"""Turns a module and sample arguments into a module that replays graphs of their shapes."""
+Capture = Callable[[nn.Module, tuple[Tensor, ...], int], nn.Module]
+"""Turns a module, sample arguments and a number of warm-up passes into a module replaying graphs."""
 
 
-def capture_cuda_graphs(module: nn.Module, sample_args: tuple[Tensor, ...]) -> nn.Module:
+def capture_cuda_graphs(module: nn.Module, sample_args: tuple[Tensor, ...], warmup_passes: int) -> nn.Module:
     """``torch.cuda.make_graphed_callables`` for one module, each capture with its own memory pool.
 
     Graphs that share a pool may overwrite each other's intermediate tensors unless they replay in
     the order they were captured, and batch shapes come in any order.
     """
-    # Two warm-up passes: the first in a process meets lazy initialisation, which must not be captured.
-    return torch.cuda.make_graphed_callables(module, sample_args, num_warmup_iters=2, allow_unused_input=True)
+    return torch.cuda.make_graphed_callables(
+        module, sample_args, num_warmup_iters=warmup_passes, allow_unused_input=True
+    )
 
 
 class _Logits(nn.Module):
@@ -47,7 +49,10 @@ class GraphedLogits:
 
     Call it as the model in a training step: the logits it returns backpropagate into the model's
     parameters like the model's own. The model must be in training mode, and evaluation must call the
-    model itself: a graph replays the dropout of the mode it was captured in.
+    model itself: a graph replays the dropout of the mode it was captured in. Set gradients to
+    ``None`` after each optimizer step: a backward lends the graph's own gradient buffers to
+    ``.grad``, which the next replay overwrites, so two backward passes must not accumulate
+    (pytorch/pytorch#181723).
 
     Args:
         model: The classifier, on the GPU, in training mode.
@@ -60,6 +65,9 @@ class GraphedLogits:
     """
 
     def __init__(self, model: nn.Module, *, capture: Capture = capture_cuda_graphs) -> None:
+        # The parameters' gradient nodes are made while capturing, on the capture stream, and the graphs
+        # keep them; backward orders their work after the replay with an event, as intended.
+        warnings.filterwarnings("ignore", message="The AccumulateGrad node's stream does not match")
         self._model = model
         self._capture = capture
         self._graphed: dict[tuple[int, ...], nn.Module] = {}
@@ -73,8 +81,10 @@ class GraphedLogits:
         shape = tuple(input_ids.shape)
         graphed = self._graphed.get(shape)
         if graphed is None:
-            # A fresh wrapper per shape: capture replaces the forward of the module it is given.
-            graphed = self._capture(_Logits(self._model), (input_ids.clone(), attention_mask.clone()))
+            # A fresh wrapper per shape: capture replaces the forward of the module it is given. Lazy
+            # set-up work must not be captured: the first capture warms up twice, later ones once.
+            sample = (input_ids.clone(), attention_mask.clone())
+            graphed = self._capture(_Logits(self._model), sample, 1 if self._graphed else 2)
             self._graphed[shape] = graphed
         return graphed(input_ids, attention_mask)
 
