@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
+from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from trainers.cache import fingerprint, load_tensors, locked, save_tensors
@@ -371,12 +373,16 @@ def make_loader(
 
     def collate(indices: list[int]) -> dict[str, torch.Tensor]:
         rows = [encoded.input_ids[i] for i in indices]
-        width = -(-max(len(row) for row in rows) // width_multiple) * width_multiple
-        input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.int64)
-        attention_mask = torch.zeros((len(rows), width), dtype=torch.int64)
-        for i, row in enumerate(rows):
-            input_ids[i, : len(row)] = row
-            attention_mask[i, : len(row)] = 1
+        lengths = torch.tensor([len(row) for row in rows])
+        longest = int(lengths.max())
+        width = -(-longest // width_multiple) * width_multiple
+        # One C++ call instead of a Python loop over rows: on a GPU the host's time is the step's time.
+        input_ids = F.pad(
+            pad_sequence(rows, batch_first=True, padding_value=pad_token_id),
+            (0, width - longest),
+            value=pad_token_id,
+        )
+        attention_mask = (torch.arange(width) < lengths[:, None]).long()
         index = torch.tensor(indices, dtype=torch.int64)
         return {
             "input_ids": input_ids,
