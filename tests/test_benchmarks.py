@@ -39,10 +39,17 @@ def test_throughput_quick_run_writes_positive_figures(tiny_checkpoint, toy_data,
     out = tmp_path / "throughput.json"
     argv = [
         "--quick", "--data", str(toy_data), "--teacher", str(tiny_checkpoint), "--max-length", "32",
-        "--profile", "--json", str(out),
+        "--profile", "--repeat", "2", "--json", str(out),
     ]  # fmt: skip
     assert _load("throughput", monkeypatch).main(argv) == 0
     figures = json.loads(out.read_text())
+    for runs in (figures["distillation"], figures["lora"]["runs"] | figures["lora"]):
+        for loop in ("baseline", "toxitune"):
+            assert len(runs["seconds_per_repeat"][loop]) == 2
+    for loop in ("baseline", "toxitune"):  # the fastest pass is the one reported
+        assert figures["distillation"][loop]["seconds"] == min(
+            figures["distillation"]["seconds_per_repeat"][loop]
+        )
     for key in ("baseline", "toxitune", "ratio", "logits_seconds"):
         assert math.isfinite(figures[key]) and figures[key] > 0
     for key in ("baseline", "toxitune", "ratio"):
