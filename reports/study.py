@@ -29,6 +29,10 @@ from search.study import best_trial, metric_value, trial_rows, trial_state  # no
 from studies.spaces import readable_params  # noqa: E402
 from trainers.cli import ArgumentParser, run_main  # noqa: E402
 
+# Below this many completed trials, fANOVA's ranking moves with each new trial: in the H200 studies
+# (RESULTS.md), 9 and 11 completed trials of the same draws ranked different parameters first.
+FEW_TRIALS_FOR_IMPORTANCE = 20
+
 STATE_COLOURS = {
     "complete": "tab:blue",
     "pruned": "tab:grey",
@@ -81,8 +85,12 @@ def summary_markdown(study: optuna.Study, rows: list[dict[str, Any]], weights: d
         params = readable_params(best.params, best.user_attrs)
         lines += [f"| {name} | {_show(value)} |" for name, value in params.items()]
     if weights:
+        completed = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
         lines += ["", "| parameter | importance |", "|---|---:|"]
         lines += [f"| {name} | {weight:.3f} |" for name, weight in weights.items()]
+        if completed < FEW_TRIALS_FOR_IMPORTANCE:
+            lines += ["", f"Importances from {completed} completed trials: a hint, not a ranking; with fewer "
+                      f"than {FEW_TRIALS_FOR_IMPORTANCE} they shift as trials are added."]  # fmt: skip
     return "\n".join(lines + pruning_replay_markdown(study)) + "\n"
 
 

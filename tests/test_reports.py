@@ -47,6 +47,7 @@ def test_report_tables_and_plots(tmp_path):
     assert "| collapsed | 1 | 50 | 10% |" in summary
     assert "trial 1, validation macro_f1 0.7800" in summary
     assert "| lr |" in summary and "importance" in summary
+    assert "Importances from 4 completed trials: a hint, not a ranking" in summary
     for name in ("history.png", "curves.png", "importance.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -114,6 +115,7 @@ def test_a_distillation_report_shows_the_loss_weights_not_the_draws_behind_them(
     write_report(study, tmp_path / "r")
     summary = (tmp_path / "r" / "summary.md").read_text()
     assert f"| w_div | {study.best_value:.4g} |" in summary and "_draw" not in summary
+    assert "a hint, not a ranking" not in summary  # 30 completed trials
     header = next(csv.reader(open(tmp_path / "r" / "trials.csv")))
     assert {"param:w_cls", "param:w_div", "param:w_cos"} <= set(header)
     assert not any(name.endswith("_draw") for name in header)
