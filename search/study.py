@@ -158,8 +158,13 @@ def open_study(
 
 def stored_attr(storage: str, study_name: str, key: str) -> Any:
     """User attribute ``key`` of the stored study ``study_name``; ``None`` if either is missing."""
-    summaries = optuna.get_all_study_summaries(open_storage(storage), include_best_trial=False)
-    return next((s.user_attrs.get(key) for s in summaries if s.study_name == study_name), None)
+    # Looked up by name: summarising every study would read all of a shared database's studies.
+    opened = open_storage(storage)
+    try:
+        study_id = opened.get_study_id_from_name(study_name)
+    except KeyError:
+        return None
+    return opened.get_study_user_attrs(study_id).get(key)
 
 
 def pin_attr(study: optuna.Study, key: str, value: Any) -> None:

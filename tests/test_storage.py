@@ -9,6 +9,7 @@ import pytest
 from optuna.trial import TrialState
 
 from search.storage import fail_orphaned_trials, open_storage
+from search.study import stored_attr
 from trainers.errors import ConfigError
 
 
@@ -64,3 +65,14 @@ def test_only_trials_of_dead_local_processes_are_failed(tmp_path):
         trial.set_user_attr("worker", worker)
     assert fail_orphaned_trials(study) == [0]
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.RUNNING, TrialState.RUNNING]
+
+
+@pytest.mark.parametrize("form", ["sqlite", "journal"])
+def test_stored_attr_reads_one_study_by_name_and_answers_none_for_what_is_missing(tmp_path, form):
+    url = f"sqlite:///{tmp_path}/s.db" if form == "sqlite" else f"journal:{tmp_path}/s.log"
+    for name, signal in (("a", "roc_auc"), ("b", "macro_f1")):
+        optuna.create_study(study_name=name, storage=open_storage(url)).set_user_attr("pruner_signal", signal)
+    assert stored_attr(url, "b", "pruner_signal") == "macro_f1"
+    assert stored_attr(url, "a", "pruner_signal") == "roc_auc"
+    assert stored_attr(url, "a", "metric") is None
+    assert stored_attr(url, "missing", "pruner_signal") is None
