@@ -74,7 +74,8 @@ def make_accelerator() -> Accelerator:
         torch.backends.cuda.matmul.allow_tf32 = precision == "no"
         # Copies from pinned memory that do not wait: the GPU runs ahead while the next batch arrives.
         loading = DataLoaderConfiguration(non_blocking=True)
-        # Graph capture refuses autocast's weight cache; a forward pass casts each weight once anyway.
+        # CUDA graphs must not replay weights cast before their capture (torch's notes on graphs and
+        # autocast ask for no cache); a forward pass casts each weight once anyway.
         autocast = AutocastKwargs(cache_enabled=False)
         return Accelerator(mixed_precision=precision, dataloader_config=loading, kwargs_handlers=[autocast])
     return Accelerator(cpu=True, mixed_precision=precision)
