@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.utils import AutocastKwargs, DataLoaderConfiguration
 
 from trainers.config import GRAPHS_ENV, PRECISION_ENV
@@ -45,19 +45,22 @@ def mixed_precision() -> str:
 
 
 def cuda_graphs() -> bool:
-    """``$TOXITUNE_CUDA_GRAPHS`` (1 or 0) if set, else on with a GPU: training steps replay CUDA graphs.
+    """``$TOXITUNE_CUDA_GRAPHS`` (1 or 0) if set, else on with one GPU: training steps replay CUDA graphs.
 
     Raises:
-        ConfigError: The variable is neither 1 nor 0, or is 1 without a GPU.
+        ConfigError: The variable is neither 1 nor 0, or is 1 without a GPU or in several processes.
     """
     cuda = training_device().type == "cuda"
     chosen = os.environ.get(GRAPHS_ENV)
     if chosen is None:
-        return cuda
+        # DDP reduces gradients in autograd's gradient hooks, which a graphed backward does not run.
+        return cuda and PartialState().num_processes == 1
     if chosen not in ("0", "1"):
         raise ConfigError(f"{GRAPHS_ENV}={chosen!r} is neither 1 nor 0; use 1 for CUDA graphs, 0 for none")
     if chosen == "1" and not cuda:
         raise ConfigError(f"{GRAPHS_ENV}=1 needs a GPU; unset it or use 0 on the CPU")
+    if chosen == "1" and PartialState().num_processes > 1:
+        raise ConfigError(f"{GRAPHS_ENV}=1 cannot train in several processes (DDP); unset it or use 0")
     return chosen == "1"
 
 
