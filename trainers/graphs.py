@@ -6,9 +6,9 @@ once. A graph replays fixed shapes only, so batches are padded to a few widths
 (:data:`GRAPH_WIDTH_MULTIPLE`) and each ``(batch, width)`` shape is captured the first time it comes.
 
 ``torch.cuda.make_graphed_callables`` does the same, but returns the parameters' gradients through
-autograd, which then copies each into ``.grad``: one more kernel per parameter per step, a quarter
-of the kernels a graphed step still launches. Here the backward graph's gradient buffers become
-``.grad`` directly.
+autograd, which then copies each into ``.grad``: one more kernel per parameter per step, most of the
+kernels a graphed step still launched on an H200 (benchmarks/RESULTS.md). Here the backward graph's
+gradient buffers become ``.grad`` directly.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
-# Widths padded to a multiple of this leave at most eight shapes per batch size at 128 tokens:
-# eight captures a run, for a little more padding on a GPU that waits on launches, not on FLOPs.
+# Widths padded to a multiple of this leave at most eight shapes per batch size at 128 tokens, so
+# about ten captures a run, for a little more padding on a GPU that waits on launches, not on FLOPs.
 GRAPH_WIDTH_MULTIPLE = 16
 
 
