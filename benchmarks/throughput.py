@@ -447,7 +447,10 @@ def build_parser() -> ArgumentParser:
         "process's first pass also loads kernels)",
     )
     parser.add_argument(
-        "--profile", action="store_true", help="profile toxitune's steps and compare with the matmul floor"
+        "--profile",
+        action="store_true",
+        help="profile toxitune's steps and compare with the matmul floor (on a GPU: profile a warm "
+        "train() and report how long the GPU was busy)",
     )
     return parser
 
@@ -625,15 +628,20 @@ def print_lora(lora: dict[str, Any], baseline: Timing, toxitune: Timing) -> None
     print(f"  ratio toxitune/baseline: {lora['ratio']:.2f}x")
 
 
+def print_top_ops(ops: list[dict[str, Any]], heading: str) -> None:
+    """A table of :func:`top_host_ops`' rows."""
+    print(f"  {heading:<48}{'calls':>7}{'self ms':>10}{'%':>7}")
+    for op in ops:
+        print(f"  {op['name'][:48]:<48}{op['calls']:>7}{op['self_cpu_ms']:>10.1f}{op['pct']:>7.1f}")
+
+
 def print_profile(profile: dict[str, Any]) -> None:
     print(
         f"\nprofile of {profile['steps']} toxitune distillation steps ({profile['self_cpu_ms']:.0f} ms self CPU)"
     )
     phases = ", ".join(f"{k.split('.')[1]} {v:.0f} ms" for k, v in profile["phases_ms"].items())
     print(f"  phases: {phases}")
-    print(f"  {'op':<48}{'calls':>7}{'self ms':>10}{'%':>7}")
-    for op in profile["top_ops"]:
-        print(f"  {op['name'][:48]:<48}{op['calls']:>7}{op['self_cpu_ms']:>10.1f}{op['pct']:>7.1f}")
+    print_top_ops(profile["top_ops"], "op")
     print(
         f"  matmul rate: {profile['matmul_gflops']:.1f} GFLOP/s (best of {len(profile['matmul_rates'])} shapes)"
     )
@@ -651,9 +659,7 @@ def print_device_profile(profile: dict[str, Any]) -> None:
         f"{profile['seconds']:.2f} s wall, GPU busy {profile['gpu_busy_seconds']:.2f} s "
         f"({100 * profile['gpu_busy_seconds'] / profile['seconds']:.0f}%), host self time {profile['host_self_seconds']:.2f} s"
     )
-    print(f"  {'op (by host self time)':<48}{'calls':>7}{'self ms':>10}{'%':>7}")
-    for op in profile["top_ops"]:
-        print(f"  {op['name'][:48]:<48}{op['calls']:>7}{op['self_cpu_ms']:>10.1f}{op['pct']:>7.1f}")
+    print_top_ops(profile["top_ops"], "op (by host self time)")
 
 
 if __name__ == "__main__":
