@@ -79,6 +79,8 @@ def worker_pool(jobs: int) -> Iterator[ProcessPoolExecutor]:
     Spawned, not forked: a forked copy of a process that has already used torch's threads can hang.
     """
     threads = max(1, (os.cpu_count() or 1) // jobs)
+    # The pool does not name its workers publicly (before Python 3.14): they are the children it adds.
+    others = set(multiprocessing.active_children())
     pool = ProcessPoolExecutor(
         jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker, initargs=(threads,)
     )
@@ -88,7 +90,7 @@ def worker_pool(jobs: int) -> Iterator[ProcessPoolExecutor]:
         # On Ctrl-C or an error, start nothing more and stop what runs: a worker outlives the exception
         # its task raised and would take the next one. Finished work is on disk; a rerun resumes.
         pool.shutdown(wait=False, cancel_futures=True)
-        while workers := multiprocessing.active_children():  # the pool may be starting one still
+        while workers := set(multiprocessing.active_children()) - others:  # the pool may be starting one
             for worker in workers:
                 worker.terminate()
             for worker in workers:
