@@ -15,7 +15,7 @@ import optuna
 from search.objective import Objective
 from search.progress import format_params
 from search.pruners import MEDIAN_STARTUP_TRIALS, default_signal
-from search.storage import DEFAULT_STORAGE
+from search.storage import DEFAULT_STORAGE, open_storage
 from search.study import (
     StudySettings,
     best_trial,
@@ -150,10 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     space = search_space(args.method, preset, _flat_paths(overrides))
     name = args.study or f"{args.method}-{preset.name if preset else 'custom'}"
+    storage = open_storage(args.storage)
     # A study resumed without --pruner-signal keeps the signal it was created with, even an older default.
-    signal = (
-        args.pruner_signal or stored_attr(args.storage, name, "pruner_signal") or default_signal(args.metric)
-    )
+    signal = args.pruner_signal or stored_attr(storage, name, "pruner_signal") or default_signal(args.metric)
     settings = StudySettings(
         name=name,
         storage=args.storage,
@@ -171,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(
         settings,
+        storage=storage,
         evaluations=base.epochs * base.evals_per_epoch,
         evals_per_epoch=base.evals_per_epoch,
         attrs={

@@ -12,10 +12,11 @@ from typing import Any, Literal
 
 import optuna
 from optuna.distributions import BaseDistribution
+from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from search.pruners import MEDIAN_STARTUP_TRIALS, PrunerName, make_pruner, reports_within
-from search.storage import fail_orphaned_trials, open_storage
+from search.storage import fail_orphaned_trials
 from studies.spaces import readable_params
 from trainers.config import MetricName, maximizes
 from trainers.errors import ToxituneError
@@ -130,16 +131,23 @@ class FirstTrialSeeded(optuna.samplers.BaseSampler):
 
 
 def open_study(
-    settings: StudySettings, *, evaluations: int, evals_per_epoch: int, attrs: dict[str, object]
+    settings: StudySettings,
+    *,
+    storage: BaseStorage,
+    evaluations: int,
+    evals_per_epoch: int,
+    attrs: dict[str, object],
 ) -> optuna.Study:
-    """Create the study or load it to resume; ``attrs`` must match what it was created with.
+    """Create the study in ``storage`` (opened from ``settings.storage``) or load it to resume.
+
+    ``attrs`` must match what the study was created with.
 
     Raises:
         ToxituneError: The study exists with another method or metric.
     """
     study = optuna.create_study(
         study_name=settings.name,
-        storage=open_storage(settings.storage),
+        storage=storage,
         direction=settings.direction,
         sampler=make_sampler(settings.sampler, settings.seed),
         pruner=make_pruner(
@@ -156,15 +164,14 @@ def open_study(
     return study
 
 
-def stored_attr(storage: str, study_name: str, key: str) -> Any:
+def stored_attr(storage: BaseStorage, study_name: str, key: str) -> Any:
     """User attribute ``key`` of the stored study ``study_name``; ``None`` if either is missing."""
     # Looked up by name: summarising every study would read all of a shared database's studies.
-    opened = open_storage(storage)
     try:
-        study_id = opened.get_study_id_from_name(study_name)
+        study_id = storage.get_study_id_from_name(study_name)
     except KeyError:
         return None
-    return opened.get_study_user_attrs(study_id).get(key)
+    return storage.get_study_user_attrs(study_id).get(key)
 
 
 def pin_attr(study: optuna.Study, key: str, value: Any) -> None:

@@ -11,6 +11,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+import search.storage
 from search.objective import Objective
 from search.pruners import make_pruner, reports_within
 from search.run import main
@@ -85,11 +86,20 @@ def test_the_pruner_judges_roc_auc_for_an_f1_study_unless_told(tiny_checkpoint, 
 
 
 def test_a_study_resumed_without_a_signal_keeps_the_one_it_was_created_with(
-    tiny_checkpoint, toy_data, tmp_path
+    tiny_checkpoint, toy_data, tmp_path, monkeypatch
 ):
+    opened = []
+
+    class CountedStorage(optuna.storages.RDBStorage):
+        def __init__(self, url, **kwargs):
+            opened.append(url)
+            super().__init__(url, **kwargs)
+
+    monkeypatch.setattr(search.storage, "RDBStorage", CountedStorage)
     args = ["--method", "lora", "--study", "older", *_args(tiny_checkpoint, toy_data, tmp_path)]
     assert main([*args, "--trials", "1", "--pruner-signal", "macro_f1"]) == 0
     assert main([*args, "--trials", "2"]) == 0
+    assert len(opened) == 2, "each run opens its storage once, for the stored signal and the study alike"
     study = _load(tmp_path, "older")
     assert study.user_attrs["pruner_signal"] == "macro_f1" and len(study.trials) == 2
     evaluations = study.trials[1].user_attrs["evaluations"]

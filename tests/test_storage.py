@@ -72,7 +72,8 @@ def test_stored_attr_reads_one_study_by_name_and_answers_none_for_what_is_missin
     url = f"sqlite:///{tmp_path}/s.db" if form == "sqlite" else f"journal:{tmp_path}/s.log"
     for name, signal in (("a", "roc_auc"), ("b", "macro_f1")):
         optuna.create_study(study_name=name, storage=open_storage(url)).set_user_attr("pruner_signal", signal)
-    assert stored_attr(url, "b", "pruner_signal") == "macro_f1"
-    assert stored_attr(url, "a", "pruner_signal") == "roc_auc"
-    assert stored_attr(url, "a", "metric") is None
-    assert stored_attr(url, "missing", "pruner_signal") is None
+    storage = open_storage(url)
+    assert stored_attr(storage, "b", "pruner_signal") == "macro_f1"
+    assert stored_attr(storage, "a", "pruner_signal") == "roc_auc"
+    assert stored_attr(storage, "a", "metric") is None
+    assert stored_attr(storage, "missing", "pruner_signal") is None
