@@ -4,6 +4,7 @@
 #     bash benchmarks/gpu.sh                      # throughput.py: toxitune's loop against the notebook's
 #     GPU_BENCH=quality bash benchmarks/gpu.sh    # quality.py at full scale, in parallel workers
 #     GPU_BENCH=train bash benchmarks/gpu.sh      # trainers.train on the whole data, with and without CUDA graphs
+#     GPU_BENCH=pruning bash benchmarks/gpu.sh    # pruning.py: LoRA studies on the whole data, median pruner and none
 # On a machine without CUDA it runs the same on the CPU, which is how it is tested. Knobs:
 #     GPU_BENCH_SIZES="11916"       throughput: training-set sizes (11916 = the whole split)
 #     GPU_BENCH_PRECISIONS="bf16 no"  throughput: toxitune's precision ($ACCELERATE_MIXED_PRECISION), one run each
@@ -15,8 +16,11 @@
 #     GPU_BENCH_ARGS=""             extra flags for the benchmark, e.g. "--skip-lora" or "--train-size 64"
 #     GPU_QUALITY_JOBS=8 GPU_QUALITY_TRIALS=20 GPU_QUALITY_SEEDS=3   quality: its --jobs, --trials, --seeds
 #     GPU_QUALITY_TIMEOUT=540       quality: seconds before it is stopped; rerun on the warm machine to resume
-# Writes gpu.log and throughput-gpu-SIZE-PRECISION-graphsG.json, train-METHOD-graphsG.json or quality-gpu.json (with the study journal and
-# per-seed reports in quality-work.tar.gz) to $OUT (the device tool's folder; /tmp/toxitune-gpu-out if unset).
+#     GPU_PRUNING_SEEDS=0,1,2 GPU_PRUNING_TRIALS=30 GPU_PRUNING_JOBS=6   pruning: its --seeds, --trials, --jobs
+#     GPU_PRUNING_TIMEOUT=540       pruning: seconds before it is stopped; rerun on the warm machine to resume
+# Writes gpu.log and throughput-gpu-SIZE-PRECISION-graphsG.json, train-METHOD-graphsG.json, quality-gpu.json (with the study journal and
+# per-seed reports in quality-work.tar.gz) or pruning-gpu.json (with the studies in pruning-work.tar.gz) to $OUT (the device
+# tool's folder; /tmp/toxitune-gpu-out if unset).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -36,6 +40,7 @@ OUT="${OUT:-/tmp/toxitune-gpu-out}"
 TEACHER="$KIT/teacher"
 # An ignored folder of the repo: a warm machine keeps it between calls, so a cut-off run resumes.
 QUALITY_WORK=bench-work/gpu-quality
+PRUNING_WORK=bench-work/gpu-pruning
 mkdir -p "$OUT"
 # Nothing can be fetched there: fail fast on any hub look-up instead of waiting for network time-outs.
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false
@@ -44,7 +49,7 @@ export PYTHONUNBUFFERED=1
 export TRANSFORMERS_VERBOSITY=error PYTHONWARNINGS=ignore::FutureWarning
 
 main() {
-    [[ "$BENCH" =~ ^(throughput|quality|train)$ ]] || { echo "error: GPU_BENCH=$BENCH; use throughput, quality or train"; return 1; }
+    [[ "$BENCH" =~ ^(throughput|quality|train|pruning)$ ]] || { echo "error: GPU_BENCH=$BENCH; use throughput, quality, train or pruning"; return 1; }
     for f in data/train.csv data/validation.csv data/test.csv teacher/config.json teacher/tokenizer.json teacher/model.safetensors; do
         [[ -f "$KIT/$f" ]] || { echo "error: $KIT/$f missing; run bash benchmarks/gpu_prepare.sh here and carry [\"gpu-kit\"]"; return 1; }
     done
@@ -76,6 +81,7 @@ EOF
 
     case "$BENCH" in
         quality) quality ;;
+        pruning) pruning ;;
         train) train_runs ;;
         *) throughput ;;
     esac
@@ -165,15 +171,37 @@ quality() {
     timeout "${GPU_QUALITY_TIMEOUT:-540}" python3 benchmarks/quality.py --data "$KIT/data" --teacher "$TEACHER" \
         --jobs "$jobs" --trials "$trials" --seeds "$seeds" --workdir "$QUALITY_WORK" \
         --json "$OUT/quality-gpu.json" ${GPU_BENCH_ARGS:-} || rc=$?
-    echo "quality.py: exit $rc after $((SECONDS - started)) s"
+    # The studies and every finished run's report come back; models and caches stay there.
+    report_resumable quality.py "$rc" "$started" "$QUALITY_WORK" "$OUT/quality-work.tar.gz" \
+        \( -path '*/runs/*.json' -o -name quality.log \)
+}
+
+pruning() {
+    # The CPU sections' LoRA workload (RESULTS.md) on the whole data: every (seed, arm) study in its own
+    # process, so each draws what it would alone, all of them sharing the GPU.
+    local jobs="${GPU_PRUNING_JOBS:-6}" trials="${GPU_PRUNING_TRIALS:-30}" seeds="${GPU_PRUNING_SEEDS:-0,1,2}"
+    local started=$SECONDS rc=0
+    echo
+    echo "=== pruning.py --method lora --trials $trials --seeds $seeds --arms median,none --jobs $jobs (resuming whatever $PRUNING_WORK holds) ==="
+    # shellcheck disable=SC2086  # GPU_BENCH_ARGS is a list of flags; later flags win
+    timeout "${GPU_PRUNING_TIMEOUT:-540}" python3 benchmarks/pruning.py --data "$KIT/data" --teacher "$TEACHER" \
+        --method lora --epochs 3 --evals-per-epoch 4 --batch-size 32 --trials "$trials" --seeds "$seeds" \
+        --arms median,none --jobs "$jobs" --workdir "$PRUNING_WORK" --json "$OUT/pruning-gpu.json" \
+        ${GPU_BENCH_ARGS:-} || rc=$?
+    report_resumable pruning.py "$rc" "$started" "$PRUNING_WORK" "$OUT/pruning-work.tar.gz" -name '*.db'
+}
+
+report_resumable() {
+    # What a benchmark that resumes from its work folder left: its exit, and the files FIND_TEST picks
+    # there, in one archive because the device tool leaves out files more than a folder or two below $OUT.
+    local name=$1 rc=$2 started=$3 work=$4 archive=$5
+    shift 5
+    echo "$name: exit $rc after $((SECONDS - started)) s"
     if ((rc == 124)); then
-        echo "cut off: rerun the same call while the machine is warm; it resumes from $QUALITY_WORK"
+        echo "cut off: rerun the same call while the machine is warm; it resumes from $work"
     fi
-    # The studies and every finished run's report come back; models and caches stay there. One archive,
-    # because the device tool leaves out files more than a folder or two below $OUT.
-    if [[ -d "$QUALITY_WORK" ]]; then
-        (cd "$QUALITY_WORK" && find . \( -path '*/runs/*.json' -o -name quality.log \) -print0 |
-            tar -czf "$OUT/quality-work.tar.gz" --null -T -)
+    if [[ -d "$work" ]]; then
+        (cd "$work" && find . "$@" -print0 | tar -czf "$archive" --null -T -)
     fi
     return "$rc"
 }
