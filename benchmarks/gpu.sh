@@ -192,8 +192,9 @@ pruning() {
 }
 
 report_resumable() {
-    # What a benchmark that resumes from its work folder left: its exit, and the files FIND_TEST picks
-    # there, in one archive because the device tool leaves out files more than a folder or two below $OUT.
+    # report_resumable NAME RC STARTED WORK ARCHIVE FIND-TEST...: a benchmark that resumes from WORK
+    # exited RC; say so, and pack the files of WORK that FIND-TEST picks into ARCHIVE, one file because
+    # the device tool leaves out files more than a folder or two below $OUT.
     local name=$1 rc=$2 started=$3 work=$4 archive=$5
     shift 5
     echo "$name: exit $rc after $((SECONDS - started)) s"
