@@ -208,6 +208,9 @@ def write_report(study: optuna.Study, out: Path) -> list[Path]:
     return written
 
 
+DEFAULT_OUT = "toxitune-reports"
+
+
 def _show(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
@@ -218,10 +221,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--storage", default=DEFAULT_STORAGE, help=f"Optuna storage URL (default: {DEFAULT_STORAGE})"
     )
-    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument(
+        "--out", type=Path, help=f"output folder (default: {DEFAULT_OUT}/STUDY, outside the code)"
+    )
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the replay's in-memory studies announce themselves
-    for path in write_report(load_study(args.study, args.storage), args.out):
+    out = args.out or Path(DEFAULT_OUT) / args.study
+    for path in write_report(load_study(args.study, args.storage), out):
         print(f"wrote {path}")
     return 0
 

@@ -24,6 +24,9 @@ from trainers.cli import ArgumentParser, run_main
 from trainers.errors import ConfigError, ToxituneError
 
 EXPORT_VERSION = 1
+CANDIDATE_FIELDS = ("rank", "trial", "validation_score", "config")
+# The settings an exported config must state: those a default would silently replace with another run.
+REQUIRED_SETTINGS = ("method", "lr", "epochs", "batch_size", "seed", "metric", "data.dataset", "teacher.name")
 PACKAGES = ("toxitune", "torch", "transformers", "peft", "accelerate", "optuna", "datasets", "scikit-learn")
 
 
@@ -60,6 +63,11 @@ def export_study(study: optuna.Study, *, top_k: int = 1, storage: str | None = N
     ranked = ranked_trials(study)
     if not ranked:
         raise ToxituneError(f"study {study.study_name!r} has no completed trial yet; run more trials first")
+    if "base_config" not in study.user_attrs or any("config" not in t.user_attrs for t in ranked[:top_k]):
+        raise ToxituneError(
+            f"study {study.study_name!r} was not created by python -m search.run: its trials hold no "
+            "toxitune config to export"
+        )
     attrs = study.user_attrs
     return {
         "toxitune_export": EXPORT_VERSION,
@@ -142,7 +150,41 @@ def read_document(path: Path) -> dict[str, Any]:
         raise ConfigError(
             f"{path}: not a toxitune export (version {EXPORT_VERSION}); write one with python -m search.export"
         )
+    _check_export(document, path)
     return document
+
+
+def _check_export(document: dict[str, Any], path: Path) -> None:
+    """Raise a ConfigError naming what a hand-edited or truncated export lacks."""
+    advice = "write it again with python -m search.export"
+    missing = [key for key in ("study", "metric") if key not in document]
+    if missing:
+        raise ConfigError(f"{path}: no {' or '.join(missing)} field; {advice}")
+    candidates = document.get("candidates")
+    if not isinstance(candidates, list) or not candidates:
+        raise ConfigError(f"{path}: 'candidates' must be a non-empty list of exported trials; {advice}")
+    for position, candidate in enumerate(candidates, start=1):
+        where = f"{path}: candidate {position}"
+        if not isinstance(candidate, dict):
+            raise ConfigError(f"{where} must be a table with {', '.join(CANDIDATE_FIELDS)}; {advice}")
+        if missing := [key for key in CANDIDATE_FIELDS if key not in candidate]:
+            raise ConfigError(f"{where} has no {', '.join(missing)}; {advice}")
+        config = candidate["config"]
+        if not isinstance(config, dict):
+            raise ConfigError(f"{where}: config must be a table of settings, but got {config!r}")
+        # A retrain must run what the study ran: a default in place of a missing learning rate or
+        # dataset would train something else under the trial's name.
+        if missing := [name for name in REQUIRED_SETTINGS if _setting(config, name) is None]:
+            raise ConfigError(
+                f"{where}: config has no {', '.join(missing)}; toxitune fills in no defaults here"
+            )
+
+
+def _setting(config: dict[str, Any], path: str) -> Any:
+    value: Any = config
+    for key in path.split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
 
 
 def build_parser() -> ArgumentParser:

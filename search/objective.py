@@ -75,7 +75,8 @@ class Objective:
             result = train(config, self.task, on_eval=on_eval, progress=False)
         except BaseException as error:
             self.tracker.finish_trial("failed", {"reason": repr(error)})
-            line.finish("failed", None, 0.0, repr(error))
+            if not isinstance(error, KeyboardInterrupt):  # Ctrl-C gets one line, from run_main
+                line.finish("failed", None, 0.0, repr(error))
             raise
 
         best = result.best

@@ -6,16 +6,19 @@ missing trials. Every trial is one W&B run, grouped by study.
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
+from optuna.storages import BaseStorage
 
-from search.objective import Objective
 from search.progress import format_params
 from search.pruners import MEDIAN_STARTUP_TRIALS, default_signal
-from search.storage import DEFAULT_STORAGE, open_storage
+from search.storage import DEFAULT_STORAGE, new_storage_file, open_storage
 from search.study import (
     StudySettings,
     best_trial,
@@ -30,11 +33,11 @@ from search.study import (
 from search.tracking import StudyTracker, WandbSettings
 from studies.presets import Preset, available_presets, load_preset
 from studies.spaces import LOSS_WEIGHTS, SearchSpace, default_space, readable_params
-from trainers.cache import default_cache_dir
 from trainers.cli import ArgumentParser, add_config_arguments, config_overrides, merge, run_main
 from trainers.config import METRICS, TrainConfig, maximizes
-from trainers.prepare import prepare_task
-from trainers.task import Task
+
+if TYPE_CHECKING:
+    from trainers.task import Task
 
 SEARCH_METHODS = ("odd", "even", "lora")
 
@@ -149,12 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     space = search_space(args.method, preset, _flat_paths(overrides))
-    name = args.study or f"{args.method}-{preset.name if preset else 'custom'}"
-    storage = open_storage(args.storage)
-    # A study resumed without --pruner-signal keeps the signal it was created with, even an older default.
-    signal = args.pruner_signal or stored_attr(storage, name, "pruner_signal") or default_signal(args.metric)
+    # Every setting is checked before the storage is opened, so a typo creates no database.
     settings = StudySettings(
-        name=name,
+        name=args.study or f"{args.method}-{preset.name if preset else 'custom'}",
         storage=args.storage,
         trials=args.trials,
         sampler=args.sampler,
@@ -162,29 +162,64 @@ def main(argv: list[str] | None = None) -> int:
         pruner=args.pruner,
         pruner_warmup_epochs=args.pruner_warmup_epochs,
         pruner_patience_epochs=args.pruner_patience_epochs,
-        pruner_signal=signal,
+        pruner_signal=args.pruner_signal or default_signal(args.metric),
         pruner_startup_trials=args.pruner_startup_trials,
         timeout=args.timeout,
         direction="maximize" if maximizes(args.metric) else "minimize",
     )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = open_study(
-        settings,
-        storage=storage,
-        evaluations=base.epochs * base.evals_per_epoch,
-        evals_per_epoch=base.evals_per_epoch,
-        attrs={
-            "method": args.method,
-            "metric": args.metric,
-            "pruner_signal": settings.pruner_signal,
-            "preset": preset.name if preset else None,
-            "base_config": base.to_dict(),
-            "space": {k: repr(v) for k, v in space.items()},
-        },
-    )
-    done = finished_count(study)
+    # Optuna logs a trial that Ctrl-C stopped with a long traceback before re-raising; run_main says it in a line.
+    logging.getLogger("optuna.study._optimize").addFilter(_SilentAfterInterrupt())
+    new_file = new_storage_file(args.storage)
+    storage = open_storage(args.storage)
+    try:
+        return _run(args, settings, storage, base=base, space=space, preset=preset)
+    except BaseException:
+        # A command that fails before its study holds anything leaves no empty database behind.
+        if new_file is not None and not optuna.get_all_study_names(storage):
+            new_file.unlink(missing_ok=True)
+        raise
+
+
+def _run(
+    args: argparse.Namespace,
+    settings: StudySettings,
+    storage: BaseStorage,
+    *,
+    base: TrainConfig,
+    space: SearchSpace,
+    preset: Preset | None,
+) -> int:
+    from search.objective import Objective
+    from trainers.cache import default_cache_dir
+    from trainers.prepare import prepare_task
+
+    if not args.pruner_signal and (stored := stored_attr(storage, settings.name, "pruner_signal")):
+        # A study resumed without --pruner-signal keeps the signal it was created with, even an older default.
+        settings = dataclasses.replace(settings, pruner_signal=stored)
+
+    def study_in_storage() -> optuna.Study:
+        return open_study(
+            settings,
+            storage=storage,
+            evaluations=base.epochs * base.evals_per_epoch,
+            evals_per_epoch=base.evals_per_epoch,
+            attrs={
+                "method": args.method,
+                "metric": args.metric,
+                "pruner_signal": settings.pruner_signal,
+                "preset": preset.name if preset else None,
+                "base_config": base.to_dict(),
+                "space": {k: repr(v) for k, v in space.items()},
+            },
+        )
+
+    # An existing study is checked against these settings before any data is read; a new one is
+    # created only once its data and teacher are ready, so a bad path leaves no study pinned to it.
+    study = study_in_storage() if stored_attr(storage, settings.name, "method") is not None else None
+    done = finished_count(study) if study is not None else 0
     print(f"study {settings.name!r} in {settings.storage}: {done}/{settings.trials} trials finished")
-    if done >= settings.trials:
+    if study is not None and done >= settings.trials:
         _print_summary(study, args.metric, 0.0)
         return 0
 
@@ -192,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     task = prepare_task(base, cache_dir=args.cache_dir or default_cache_dir(), progress=not args.no_progress)
     if task.teacher_metrics:
         print(f"teacher: validation {args.metric} {task.teacher_metrics['validation'][args.metric]:.4f}")
+    study = study or study_in_storage()
     pin_attr(study, "data", data_record(base, task))
     tracker = StudyTracker(
         WandbSettings(
@@ -220,6 +256,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     _print_summary(study, args.metric, time.monotonic() - started)
     return 0
+
+
+class _SilentAfterInterrupt(logging.Filter):
+    """Drops Optuna's log records from the one about a trial stopped by Ctrl-C on: the command is ending."""
+
+    interrupted = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+            self.interrupted = True
+        return not self.interrupted
 
 
 def _print_summary(study: optuna.Study, metric: str, seconds: float) -> None:

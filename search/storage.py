@@ -93,3 +93,18 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def new_storage_file(url: str) -> Path | None:
+    """The local file that opening ``url`` would create: a SQLite database or journal not yet there.
+
+    ``None`` for a server URL or a file that exists. A command that fails before storing a study
+    deletes this file, so that it leaves nothing behind.
+    """
+    if url.startswith("journal:") or url.endswith(".log"):
+        path = Path(url.removeprefix("journal:")).expanduser()
+    elif url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///")).expanduser()
+    else:
+        return None
+    return None if path.exists() else path

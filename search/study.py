@@ -18,6 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 from search.pruners import MEDIAN_STARTUP_TRIALS, PrunerName, make_pruner, reports_within
 from search.storage import fail_orphaned_trials
 from studies.spaces import readable_params
+from trainers.cli import raise_if_interrupted
 from trainers.config import MetricName, maximizes
 from trainers.errors import ToxituneError
 
@@ -242,6 +243,7 @@ def run_until(
             callbacks=[lambda _study, trial: last.append(trial)],
             gc_after_trial=True,
         )
+        raise_if_interrupted()
         failures = failures + 1 if last and last[-1].state == TrialState.FAIL else 0
         if failures >= MAX_FAILURES_IN_A_ROW:
             reason = last[-1].system_attrs.get("fail_reason", "see the log above")

@@ -13,24 +13,23 @@ import json
 import math
 import shutil
 import statistics
+import sys
 from pathlib import Path
-from typing import Any
-
-from scipy import stats
+from typing import TYPE_CHECKING, Any
 
 from search.export import read_document
-from trainers.cache import default_cache_dir
 from trainers.cli import ArgumentParser, run_main
 from trainers.config import TrainConfig, maximizes
 from trainers.errors import ConfigError
-from trainers.loop import FAILURES, TrainResult, train
-from trainers.models import save_classifier
-from trainers.prepare import prepare_task
-from trainers.task import Task
-from trainers.train import run_report
+
+if TYPE_CHECKING:
+    from trainers.loop import TrainResult
+    from trainers.task import Task
+
+# Torch, transformers and scipy load in the functions that train, so that --help and a bad export
+# answer at once.
 
 SUMMARY_METRICS = ("accuracy", "macro_f1", "weighted_f1")
-FAILED_STATUSES = tuple(status.value for status in FAILURES)
 
 
 def mean_ci(values: list[float], confidence: float = 0.95) -> dict[str, Any]:
@@ -40,6 +39,8 @@ def mean_ci(values: list[float], confidence: float = 0.95) -> dict[str, Any]:
         >>> mean_ci([0.80, 0.82, 0.84])["ci95"]  # 2.776 * 0.02 / sqrt(3)
         0.0496...
     """
+    from scipy import stats
+
     mean = statistics.fmean(values) if values else math.nan
     half = None
     if len(values) > 1:
@@ -70,6 +71,9 @@ def retrain_candidate(
         progress: Show progress bars.
         data_fingerprint: The study's data fingerprint; a mismatch is reported, since scores then differ.
     """
+    from trainers.models import save_classifier
+    from trainers.prepare import prepare_task
+
     config = TrainConfig.from_dict(candidate["config"])
     task = prepare_task(config, cache_dir=cache_dir, progress=progress)
     if data_fingerprint and task.splits.fingerprint() != data_fingerprint:
@@ -87,8 +91,9 @@ def retrain_candidate(
             runs.append(report)
             continue
         report, result = train_seed(seeded, task, trial=candidate["trial"], progress=progress)
-        score = report["validation"][config.metric] if report["validation"] else None
-        previous = [r["validation"][config.metric] for r in runs if r["validation"]]
+        score = report["validation"][config.metric] if _succeeded(report) else None
+        # A collapsed or diverged seed is never the one shipped, however well it scores.
+        previous = [r["validation"][config.metric] for r in runs if _succeeded(r)]
         if score is not None and all(score > p if maximize else score < p for p in previous):
             shutil.rmtree(folder / "model", ignore_errors=True)
             save_classifier(result.model, task.tokenizer, folder / "model")
@@ -102,7 +107,7 @@ def retrain_candidate(
         "rank": candidate["rank"],
         "study_score": candidate["validation_score"],
         "seeds": [r["seed"] for r in runs],
-        "failed_seeds": [r["seed"] for r in runs if not r["validation"] or r["status"] in FAILED_STATUSES],
+        "failed_seeds": [r["seed"] for r in runs if not _succeeded(r)],
         "statuses": [r["status"] for r in runs],
         "validation": mean_ci([r["validation"][config.metric] for r in scored]),
         "test": {name: mean_ci([r["test"][name] for r in scored]) for name in SUMMARY_METRICS},
@@ -110,6 +115,12 @@ def retrain_candidate(
         "model": str(folder / "model") if (folder / "model").is_dir() else None,
         "config": candidate["config"],
     }
+
+
+def _succeeded(report: dict[str, Any]) -> bool:
+    from trainers.loop import FAILURES
+
+    return report["validation"] is not None and report["status"] not in {status.value for status in FAILURES}
 
 
 def seed_report_path(out: Path, trial: int | str, seed: int) -> Path:
@@ -132,6 +143,9 @@ def train_seed(
     config: TrainConfig, task: Task, *, trial: int | str, progress: bool
 ) -> tuple[dict[str, Any], TrainResult]:
     """Train ``config`` (seed included) and score it on test once; print and return its report."""
+    from trainers.loop import train
+    from trainers.train import run_report
+
     result = train(config, task, progress=progress)
     report = {"seed": config.seed, **run_report(config, task, result)}
     score = report["validation"][config.metric] if report["validation"] else None
@@ -153,6 +167,8 @@ def prepare_seed(candidate: dict[str, Any], seed: int, *, out: Path, cache_dir: 
     :func:`retrain_candidate` then reads it instead of training it; so seeds can be spread over
     processes (one call each) and gathered by one :func:`retrain_candidate` call. No model is kept.
     """
+    from trainers.prepare import prepare_task
+
     config = dataclasses.replace(TrainConfig.from_dict(candidate["config"]), seed=seed)
     report_path = seed_report_path(out, candidate["trial"], seed)
     if stored_report(report_path, config) is None:
@@ -231,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(
             f"--top-k {args.top_k} but {args.config} holds {len(candidates)} candidates; export with --top-k"
         )
+    from trainers.cache import default_cache_dir
+
     results, winner = retrain_top_candidates(
         document,
         args.seeds,
@@ -239,8 +257,8 @@ def main(argv: list[str] | None = None) -> int:
         cache_dir=args.cache_dir or default_cache_dir(),
         progress=not args.no_progress,
     )
+    shutil.rmtree(args.out / "model", ignore_errors=True)
     if winner["model"]:
-        shutil.rmtree(args.out / "model", ignore_errors=True)
         shutil.copytree(winner["model"], args.out / "model")
     report = {
         "study": document["study"],
@@ -257,6 +275,15 @@ def main(argv: list[str] | None = None) -> int:
             f"test macro-F1 {format_mean_ci(test)}, failed seeds {result['failed_seeds'] or 'none'}"
         )
     print(f"winner: trial {winner['trial']}; wrote {args.out}")
+    if winner["failed_seeds"]:
+        failed = ", ".join(
+            f"seed {seed} {status}"
+            for seed, status in zip(winner["seeds"], winner["statuses"], strict=True)
+            if seed in winner["failed_seeds"]
+        )
+        shipped = "its model is its best seed that trained" if winner["model"] else "no model was written"
+        print(f"error: the winner, trial {winner['trial']}, failed on {failed}; {shipped}", file=sys.stderr)
+        return 1
     return 0
 
 

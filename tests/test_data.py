@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,7 +19,7 @@ from trainers.data import (
     make_loader,
     stratified_subsample,
 )
-from trainers.errors import DataError
+from trainers.errors import DataError, DataWarning
 
 
 def test_flatten_pairs_keeps_every_non_empty_text_with_its_column_label():
@@ -173,6 +177,13 @@ def _write(path, text):
     return path
 
 
+def _one_class_validation(folder):
+    _write(folder / "train.csv", "text,label\n" + "a,0\nb,1\n" * 4)
+    _write(folder / "validation.csv", "text,label\n" + "a,0\n" * 4)
+    _write(folder / "test.csv", "text,label\na,0\nb,1\n")
+    return folder
+
+
 @pytest.mark.parametrize(
     ("make_source", "config_kwargs", "batch_size", "message"),
     [
@@ -187,6 +198,7 @@ def _write(path, text):
         (lambda d: _write(d / "x.csv", "text,label\n" + "a,0\n" * 40), {}, 4, "only one class"),
         (lambda d: _write(d / "x.csv", "text,label\n" + "a,0.5\nb,1\n" * 20), {}, 4, "integers or strings"),
         (lambda d: _write(d / "x.csv", "text,label\n" + "a,0\nb,1\n" * 20), {}, 64, "fewer than one batch"),
+        (_one_class_validation, {}, 4, "the validation split has only one class"),
     ],
     ids=[
         "missing-file",
@@ -200,6 +212,7 @@ def _write(path, text):
         "one-class",
         "float-labels",
         "smaller-than-batch",
+        "one-class-validation",
     ],
 )
 def test_bad_data_is_a_one_line_data_error(tmp_path, make_source, config_kwargs, batch_size, message):
@@ -207,3 +220,33 @@ def test_bad_data_is_a_one_line_data_error(tmp_path, make_source, config_kwargs,
     with pytest.raises(DataError, match=message) as error:
         load_splits(DataConfig(dataset=str(source), **config_kwargs), batch_size=batch_size)
     assert "\n" not in str(error.value)
+
+
+def test_rows_dropped_for_a_missing_label_or_text_are_counted_in_one_warning(tmp_path):
+    rows = "a,0\nb,1\n" * 10 + "c,\nd,NA\n,1\n  ,0\n"
+    source = _write(tmp_path / "x.csv", "text,label\n" + rows)
+    with pytest.warns(DataWarning) as caught:
+        splits = load_splits(DataConfig(dataset=str(source)), batch_size=4)
+    assert len(caught) == 1
+    assert str(caught[0].message) == (
+        f"{source} (all): dropped 4 of 24 rows, 2 without a label and 2 with an empty text"
+    )
+    assert sum(map(len, (splits.train, splits.validation, splits.test))) == 20
+
+
+def test_a_data_warning_is_one_line_on_the_command_line(tmp_path, toy_data):
+    folder = tmp_path / "data"
+    shutil.copytree(toy_data, folder)
+    frame = pd.read_csv(folder / "train.csv")
+    frame.loc[:9, "label"] = None
+    frame.to_csv(folder / "train.csv", index=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "trainers.train", "--dataset", str(folder), "--out", str(tmp_path / "o"),
+         "--teacher", str(tmp_path / "no-teacher")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    lines = result.stderr.strip().splitlines()
+    assert lines[0] == f"warning: {folder} (train): dropped 10 of 192 rows, 10 without a label", lines
+    assert len(lines) == 2 and lines[1].startswith("error: "), (
+        "the data loaded, then the missing teacher stopped it"
+    )

@@ -13,8 +13,9 @@ from transformers import AutoModelForSequenceClassification
 
 from search import export, run
 from search import train as retrain
-from search.export import ranked_trials
+from search.export import ranked_trials, read_document
 from search.train import mean_ci, pick_winner
+from trainers.errors import ConfigError
 
 
 def _study_args(tiny_checkpoint, toy_data, tmp_path):
@@ -164,7 +165,13 @@ def _cli(module, *args, cwd):
 def test_export_errors_are_one_line_exit_2(tmp_path):
     storage = f"sqlite:///{tmp_path}/s.db"
     optuna.create_study(study_name="empty", storage=storage)
+    foreign = optuna.create_study(study_name="foreign", storage=storage)
+    foreign.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=1)
     cases = [
+        (
+            ["--study", "foreign", "--storage", storage, "--out", "b.yaml"],
+            "was not created by python -m search.run",
+        ),
         (["--study", "nope", "--storage", storage, "--out", "b.yaml"], "no study 'nope'"),
         (["--study", "empty", "--storage", storage, "--out", "b.yaml"], "has no completed trial"),
         (
@@ -177,13 +184,78 @@ def test_export_errors_are_one_line_exit_2(tmp_path):
         assert code == 2 and len(lines) == 1 and message in lines[0], lines
 
 
+_CONFIG = {"method": "lora", "lr": 1e-3, "epochs": 2, "batch_size": 16, "seed": 0, "metric": "macro_f1",
+           "data": {"dataset": "d"}, "teacher": {"name": "t"}}  # fmt: skip
+_CANDIDATE = {"rank": 1, "trial": 0, "validation_score": 0.5, "config": _CONFIG}
+
+
+def _without(table, *keys):
+    return {key: value for key, value in table.items() if key not in keys}
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ({}, "no study or metric field"),
+        ({"study": "s", "metric": "macro_f1"}, "'candidates' must be a non-empty list"),
+        ({"candidates": "trial 0"}, "'candidates' must be a non-empty list"),
+        ({"candidates": ["trial 0"]}, "candidate 1 must be a table"),
+        ({"candidates": [_without(_CANDIDATE, "config")]}, "candidate 1 has no config"),
+        (
+            {"candidates": [{**_CANDIDATE, "config": _without(_CONFIG, "lr", "epochs")}]},
+            "config has no lr, epochs",
+        ),
+        ({"candidates": [{**_CANDIDATE, "config": _without(_CONFIG, "data")}]}, "config has no data.dataset"),
+    ],
+)
+def test_an_incomplete_export_is_refused_not_filled_with_defaults(tmp_path, document, message):
+    path = tmp_path / "best.yaml"
+    path.write_text(yaml.safe_dump({"toxitune_export": 1, "study": "s", "metric": "macro_f1", **document}))
+    if not document:
+        path.write_text("toxitune_export: 1\n")
+    with pytest.raises(ConfigError, match=message):
+        read_document(path)
+
+
 def test_retrain_errors_are_one_line_exit_2(tmp_path):
     (tmp_path / "other.yaml").write_text("lr: 0.1\n")
+    (tmp_path / "string.yaml").write_text(
+        "toxitune_export: 1\nstudy: s\nmetric: macro_f1\ncandidates: trial 0\n"
+    )
     cases = [
         (["--config", "missing.yaml", "--out", "o"], "file not found"),
+        (["--config", "string.yaml", "--out", "o"], "'candidates' must be a non-empty list"),
         (["--config", "other.yaml", "--out", "o"], "not a toxitune export"),
         (["--config", "other.yaml", "--out", "o", "--seeds", "0"], "--seeds must be at least 1"),
     ]
     for args, message in cases:
         code, lines = _cli("search.train", *args, cwd=tmp_path)
         assert code == 2 and len(lines) == 1 and message in lines[0], lines
+
+
+def test_a_winner_that_collapsed_exits_1_and_ships_no_model(
+    make_config, checkpoint_with_head, tmp_path, capsys
+):
+    head = checkpoint_with_head(0.0, [50.0, -50.0])
+    config = make_config("teacher", teacher={"name": str(head)}, lr=1e-9, patience=0).to_dict()
+    path = tmp_path / "best.yaml"
+    candidate = {**_CANDIDATE, "config": config}
+    path.write_text(
+        yaml.safe_dump({"toxitune_export": 1, "study": "s", "metric": "macro_f1", "candidates": [candidate]})
+    )
+    out = tmp_path / "retrained"
+    args = [
+        "--config",
+        str(path),
+        "--seeds",
+        "1",
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--no-progress",
+    ]
+    assert retrain.main(args) == 1
+    assert "failed on seed 0 collapsed; no model was written" in capsys.readouterr().err
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["candidates"][0]["failed_seeds"] == [0] and not (out / "model").exists()

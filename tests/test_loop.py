@@ -135,6 +135,20 @@ def test_a_run_predicting_one_class_is_stopped_as_collapsed_after_both_warm_ups(
     assert len(result.history) == evaluations, "stopped at the first evaluation after both warm-ups"
 
 
+def test_a_short_run_whose_best_evaluation_predicts_one_class_ends_collapsed(
+    make_config, checkpoint_with_head, cache_dir
+):
+    checkpoint = checkpoint_with_head(0.0, [50.0, -50.0])
+    # 24 steps, far fewer than collapse_min_steps: too early for a verdict mid-run, never too early at the end.
+    config = make_config(
+        "teacher", teacher={"name": str(checkpoint)}, epochs=2, lr=1e-9, patience=0, collapse_min_steps=200
+    )
+    result = train(config, prepare_task(config, cache_dir=cache_dir, progress=False), progress=False)
+    assert len(result.history) == 2, "the warm-ups still keep the run going"
+    assert result.status is Status.COLLAPSED
+    assert "best evaluation" in result.reason and "every validation prediction is class 0" in result.reason
+
+
 @pytest.mark.parametrize(
     ("steps", "evals", "points"),
     [(12, 1, {12}), (12, 3, {4, 8, 12}), (10, 3, {3, 7, 10}), (2, 4, {1, 2}), (1, 1, {1})],

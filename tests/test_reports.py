@@ -52,6 +52,13 @@ def test_report_tables_and_plots(tmp_path):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_the_default_output_folder_is_outside_the_code(tmp_path, monkeypatch):
+    storage = _study(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert main(["--study", "demo", "--storage", storage]) == 0
+    assert (tmp_path / "toxitune-reports" / "demo" / "summary.md").is_file()
+
+
 def test_a_study_without_completed_trials_still_reports(tmp_path):
     study = optuna.create_study(study_name="empty", storage=f"sqlite:///{tmp_path}/e.db")
     written = write_report(study, tmp_path / "r")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from search.pruners import make_pruner, reports_within
 from search.run import main
 from search.study import _seeded_sampler, make_sampler, state_counts, trial_rows, trial_state
 from studies.spaces import FloatRange, readable_params
-from trainers.errors import ConfigError, ToxituneError
+from trainers.errors import ConfigError, DataError, ToxituneError
 from trainers.prepare import prepare_task
 
 
@@ -235,6 +236,70 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, args, message):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+    assert not list(tmp_path.iterdir()), "a failed command creates no database"
+
+
+def test_a_bad_data_path_creates_nothing_and_the_corrected_command_runs(tiny_checkpoint, toy_data, tmp_path):
+    args = ["--method", "lora", "--trials", "1", *_args(tiny_checkpoint, toy_data, tmp_path)]
+    with pytest.raises(DataError, match="file not found"):
+        main([*args, "--dataset", str(tmp_path / "missing.csv")])
+    assert not (tmp_path / "study.db").exists()
+    assert main(args) == 0, "no study was left pinned to the bad path"
+    with pytest.raises(DataError, match="file not found"):
+        main([*args, "--study", "other", "--dataset", str(tmp_path / "missing.csv")])
+    assert optuna.get_all_study_names(f"sqlite:///{tmp_path}/study.db") == ["lora-custom"]
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({"pytorch_model.bin": b"pickle"}, "only pickle weights \\(pytorch_model.bin\\)"),
+        ({}, "no model.safetensors"),
+    ],
+)
+def test_a_teacher_folder_without_safetensors_fails_before_any_trial(
+    tiny_checkpoint, toy_data, tmp_path, files, message
+):
+    teacher = tmp_path / "teacher"
+    shutil.copytree(tiny_checkpoint, teacher)
+    (teacher / "model.safetensors").unlink()
+    for name, content in files.items():
+        (teacher / name).write_bytes(content)
+    with pytest.raises(ConfigError, match=message):
+        main(["--method", "lora", "--trials", "3", *_args(teacher, toy_data, tmp_path)])
+    assert not (tmp_path / "study.db").exists()
+
+
+def test_ctrl_c_during_a_study_prints_one_line(tiny_checkpoint, toy_data, tmp_path):
+    args = [
+        "--method",
+        "lora",
+        "--trials",
+        "3",
+        *_args(tiny_checkpoint, toy_data, tmp_path),
+        "--epochs",
+        "30",
+    ]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "search.run", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    storage = f"sqlite:///{tmp_path}/study.db"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            trials = optuna.load_study(study_name="lora-custom", storage=storage).get_trials()
+        except Exception:
+            trials = []
+        if any(t.state == TrialState.RUNNING for t in trials):
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert err.strip().splitlines() == [
+        "interrupted; finished work is kept, run the same command again to resume"
+    ], err
 
 
 def test_postgres_storage_shares_one_study_between_two_workers(tiny_checkpoint, toy_data, tmp_path):
@@ -369,3 +434,15 @@ def test_a_pruned_trial_is_shown_with_its_metric_not_the_pruners_signal():
     )  # fmt: skip
     study.add_trial(optuna.trial.create_trial(value=0.7, user_attrs={"evaluations": evaluations}))
     assert [row["value"] for row in trial_rows(study)] == [0.52, 0.7], "a completed trial keeps its value"
+
+
+@pytest.mark.parametrize("module", ["search.run", "search.train", "search.export", "trainers.train"])
+@pytest.mark.parametrize("args", [["--help"], ["--trials", "many"]])
+def test_help_and_argument_errors_load_no_torch(tmp_path, module, args):
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", module, *args],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == (0 if args == ["--help"] else 2)
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+    assert imported and not imported & {"torch", "transformers", "wandb"}

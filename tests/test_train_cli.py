@@ -55,6 +55,17 @@ def test_a_diverged_run_exits_1_and_still_writes_its_report(
     assert report["test"] is None and not (out / "model").exists()
 
 
+def test_a_run_that_ends_predicting_one_class_is_collapsed_not_completed(
+    checkpoint_with_head, toy_data, cache_dir, tmp_path, capsys
+):
+    out = tmp_path / "run"
+    args = _common(checkpoint_with_head(0.0, [50.0, -50.0]), toy_data, cache_dir)
+    assert main(["--method", "teacher", "--out", str(out), *args, "--lr", "1e-9"]) == 1
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["status"] == "collapsed" and "every validation prediction is class 0" in report["reason"]
+    assert "teacher: collapsed" in capsys.readouterr().out
+
+
 def _run(*args, env=None):
     return subprocess.run(
         [sys.executable, "-m", "trainers.train", *args],

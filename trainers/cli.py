@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import signal
 import sys
 import types
 import warnings
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from trainers.config import GRAPHS_ENV, PRECISION_ENV, TrainConfig
-from trainers.errors import ToxituneError
+from trainers.errors import DataWarning, ToxituneError
 
 # Nested configs whose flags carry a prefix: --teacher-epochs, --lora-rank.
 _PREFIXES = {"data": "", "teacher": "teacher-", "loss": "", "lora": "lora-"}
@@ -84,21 +85,24 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) 
 
 
 def quiet_libraries() -> None:
-    """Silence what transformers and the hub print on every load, in this process."""
-    from huggingface_hub.utils import logging as hub_logging
-    from transformers.utils import logging as transformers_logging
+    """Silence what transformers and the hub print on every load, in this process and its children.
 
+    Set through their environment variables, read when they are first imported, so that commands
+    which never load a model (``--help``, an argument error, an export) do not import them at all.
+    """
     # Load reports ("classifier.weight MISSING") are expected here: heads are new by design.
     # Hub retry warnings would bury the one-line error that follows them.
-    transformers_logging.set_verbosity_error()
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     warnings.filterwarnings("ignore", category=FutureWarning)  # deprecations inside transformers and peft
-    transformers_logging.disable_progress_bar()
-    hub_logging.set_verbosity_error()
 
 
 def run_main(main: Callable[[list[str] | None], int]) -> None:
     """Run a ``main(argv) -> exit code``; user errors print one line and exit 2, Ctrl-C exits 130."""
     quiet_libraries()
+    warnings.showwarning = _show_warning
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         if PRECISION_ENV in os.environ or GRAPHS_ENV in os.environ:
             # A bad value fails here, once, not in every trial. Imported only then: it loads torch, which
@@ -115,6 +119,36 @@ def run_main(main: Callable[[list[str] | None], int]) -> None:
         print("interrupted; finished work is kept, run the same command again to resume", file=sys.stderr)
         code = 130
     sys.exit(code)
+
+
+_interrupted = False
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    global _interrupted
+    _interrupted = True
+    raise KeyboardInterrupt
+
+
+def raise_if_interrupted() -> None:
+    """Raise KeyboardInterrupt if Ctrl-C was pressed in a command started by :func:`run_main`.
+
+    Python swallows a KeyboardInterrupt raised inside a ``__del__`` (garbage collection between two
+    trials, say); long loops call this between steps so such a Ctrl-C still stops the command.
+    """
+    if _interrupted:
+        raise KeyboardInterrupt
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Print toxitune's own warnings as one line; others as Python does."""
+    if issubclass(category, DataWarning):
+        print(f"warning: {message}", file=sys.stderr)
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
+
+
+_python_show_warning = warnings.showwarning
 
 
 def _config_fields(cls: type, prefix: str = "", dest: str = ""):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from trainers.cache import fingerprint, load_tensors, locked, save_tensors
 from trainers.config import DataConfig
 from trainers.device import training_device
-from trainers.errors import DataError
+from trainers.errors import DataError, DataWarning
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 _SPLIT_ALIASES: dict[str, tuple[str, ...]] = {
@@ -128,6 +129,12 @@ def load_splits(config: DataConfig, *, batch_size: int) -> Splits:
     for name in ("validation", "test"):
         if len(splits[name]) == 0:
             raise DataError(f"{config.dataset}: the {name} split is empty")
+    if len(np.unique(splits["validation"].labels)) < 2:
+        # Early stopping, the pruner's ROC AUC and the choice of the best trial would all read noise.
+        raise DataError(
+            f"{config.dataset}: the validation split has only one class; models cannot be compared on it, "
+            "give it examples of every class (or a larger --eval-size)"
+        )
     return Splits(label_names=label_names, **splits)
 
 
@@ -229,12 +236,21 @@ def _labelled_frame(frame: pd.DataFrame, config: DataConfig, split: str) -> pd.D
                 f"{list(frame.columns)}; pass --{role}-column"
             )
     out = pd.DataFrame({"text": frame[config.text_column], "label": frame[config.label_column]})
-    out = out[out["text"].notna() & out["label"].notna()]
-    out = out[out["text"].astype(str).str.strip() != ""]
+    no_label = out["label"].isna()
+    no_text = out["text"].isna() | (out["text"].astype(str).str.strip() == "")
+    out = out[~no_label & ~no_text]
     if out.empty:
         raise DataError(
             f"{config.dataset} ({split}): the {config.text_column!r}/{config.label_column!r} columns "
             "hold no non-empty rows"
+        )
+    if dropped := len(no_label) - len(out):
+        reasons = {"without a label": no_label.sum(), "with an empty text": (no_text & ~no_label).sum()}
+        shown = " and ".join(f"{count} {why}" for why, count in reasons.items() if count)
+        warnings.warn(
+            f"{config.dataset} ({split}): dropped {dropped} of {len(no_label)} rows, {shown}",
+            DataWarning,
+            stacklevel=2,
         )
     out["text"] = out["text"].astype(str)
     return out.reset_index(drop=True)

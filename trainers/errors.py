@@ -15,3 +15,10 @@ class DataError(ToxituneError):
 
 class ConfigError(ToxituneError):
     """A setting is out of range or inconsistent with the others."""
+
+
+class DataWarning(UserWarning):
+    """Data that toxitune could use only in part (rows without a label or text were dropped).
+
+    Command-line entry points print these as one ``warning: <message>`` line.
+    """

@@ -333,6 +333,11 @@ def train(
                     checkpoint,
                 )
     bar.close()
+    if status in (Status.COMPLETED, Status.EARLY_STOPPED) and best is not None:
+        # The warm-ups only keep a slow starter from being judged early; the evaluation that is
+        # shipped is always judged, however short the run.
+        if (collapsed := collapse_reason(best, len(task.label_names))) is not None:
+            status, reason = Status.COLLAPSED, f"its best evaluation, at epoch {best.epoch:.2f}: {collapsed}"
 
     model = accelerator.unwrap_model(model)
     if best_state is not None:

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedModel,
+)
 
 from trainers.config import LoraSettings
 from trainers.errors import ConfigError
@@ -33,13 +39,49 @@ def resolve_checkpoint(name: str) -> str:
     return name
 
 
+def check_checkpoint(name: str) -> None:
+    """Raise a ConfigError if ``name`` is a local folder that toxitune cannot load a classifier from.
+
+    Checked before any work starts, so that a study never creates trials that all fail on it. A hub
+    id is left to the loaders, which fetch it.
+    """
+    folder = Path(resolve_checkpoint(name)).expanduser()
+    if not folder.is_dir():
+        return
+    layout = "a checkpoint folder holds config.json, tokenizer files and model.safetensors"
+    if not (folder / "config.json").is_file():
+        raise ConfigError(f"--teacher {name}: no config.json; {layout}")
+    if not any(
+        (folder / file).is_file() for file in ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
+    ):
+        raise ConfigError(f"--teacher {name}: no tokenizer files; {layout}")
+    if not any((folder / file).is_file() for file in ("model.safetensors", "model.safetensors.index.json")):
+        pickles = sorted(path.name for path in folder.glob("*.bin"))
+        if pickles:
+            raise ConfigError(
+                f"--teacher {name}: only pickle weights ({', '.join(pickles)}), which toxitune never loads; "
+                "save them as safetensors (save_pretrained(..., safe_serialization=True)) where you trust them"
+            )
+        raise ConfigError(f"--teacher {name}: no model.safetensors; {layout}")
+
+
 def load_tokenizer(name: str):
     """The tokenizer of checkpoint ``name`` (hub id, packaged id or local folder)."""
     try:
         return AutoTokenizer.from_pretrained(resolve_checkpoint(name))
-    except OSError as error:
+    except (OSError, ValueError) as error:  # transformers raises both for a folder it cannot read
         raise ConfigError(
             f"cannot load a tokenizer for {name!r}; check --teacher ({error})".splitlines()[0]
+        ) from error
+
+
+def load_model_config(name: str) -> PretrainedConfig:
+    """The architecture settings of checkpoint ``name``, without loading its weights."""
+    try:
+        return AutoConfig.from_pretrained(resolve_checkpoint(name), trust_remote_code=False)
+    except (OSError, ValueError) as error:
+        raise ConfigError(
+            f"cannot load the config of {name!r}; check --teacher ({error})".splitlines()[0]
         ) from error
 
 
@@ -75,7 +117,7 @@ def load_classifier(
             ignore_mismatched_sizes=True,
             **overrides,
         )
-    except OSError as error:
+    except (OSError, ValueError) as error:
         raise ConfigError(
             f"cannot load checkpoint {name!r}; check --teacher ({error})".splitlines()[0]
         ) from error

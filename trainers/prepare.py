@@ -9,7 +9,6 @@ from pathlib import Path
 
 import torch
 from accelerate.utils import set_seed
-from transformers import AutoConfig
 
 from trainers.cache import fingerprint, load_tensors, locked, save_tensors
 from trainers.config import TrainConfig
@@ -17,7 +16,14 @@ from trainers.data import encode_split, load_splits
 from trainers.errors import ConfigError, ToxituneError
 from trainers.evaluate import evaluate_split, split_logits
 from trainers.loop import Status, train
-from trainers.models import load_classifier, load_tokenizer, resolve_checkpoint, save_classifier
+from trainers.models import (
+    check_checkpoint,
+    load_classifier,
+    load_model_config,
+    load_tokenizer,
+    resolve_checkpoint,
+    save_classifier,
+)
 from trainers.task import Task
 
 
@@ -33,8 +39,9 @@ def prepare_task(config: TrainConfig, *, cache_dir: Path, progress: bool = True)
         progress: Show progress bars while fine-tuning the teacher.
     """
     splits = load_splits(config.data, batch_size=config.batch_size)
+    check_checkpoint(config.teacher.name)
     tokenizer = load_tokenizer(config.teacher.name)
-    positions = AutoConfig.from_pretrained(resolve_checkpoint(config.teacher.name)).max_position_embeddings
+    positions = load_model_config(config.teacher.name).max_position_embeddings
     if config.data.max_length > positions:
         raise ConfigError(
             f"--max-length {config.data.max_length} exceeds the {positions} positions of {config.teacher.name}; lower it"

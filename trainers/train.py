@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from trainers.cache import default_cache_dir
 from trainers.cli import ArgumentParser, add_config_arguments, config_from_args, run_main
 from trainers.config import TrainConfig
-from trainers.device import cuda_graphs, mixed_precision, training_device
-from trainers.evaluate import evaluate_split
-from trainers.loop import FAILURES, TrainResult, train
-from trainers.models import save_classifier
-from trainers.prepare import prepare_task
-from trainers.task import Task
+
+if TYPE_CHECKING:
+    from trainers.loop import TrainResult
+    from trainers.task import Task
 
 
 def build_parser() -> ArgumentParser:
@@ -40,6 +37,9 @@ def build_parser() -> ArgumentParser:
 
 def run_report(config: TrainConfig, task: Task, result: TrainResult) -> dict[str, Any]:
     """What ``metrics.json`` holds for a finished run; the test split is read here, after training."""
+    from trainers.device import cuda_graphs, mixed_precision, training_device
+    from trainers.evaluate import evaluate_split
+
     report: dict[str, Any] = {
         "method": config.method,
         "label_names": list(task.label_names),
@@ -71,6 +71,12 @@ def run_report(config: TrainConfig, task: Task, result: TrainResult) -> dict[str
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     config = config_from_args(args)
+    # Imported once the arguments are good: torch takes seconds to load, --help and typos should not wait.
+    from trainers.cache import default_cache_dir
+    from trainers.loop import FAILURES, train
+    from trainers.models import save_classifier
+    from trainers.prepare import prepare_task
+
     cache_dir = args.cache_dir or default_cache_dir()
     task = prepare_task(config, cache_dir=cache_dir, progress=not args.no_progress)
     if task.teacher_metrics:
