@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from transformers import BertConfig, BertModel, BertTokenizerFast
+from transformers import AutoTokenizer, BertConfig, BertModel, BertTokenizerFast
 
 # Tiny models run fastest on one thread, and leave the other core to subprocesses under test.
 torch.set_num_threads(1)
@@ -81,6 +81,34 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def toy_data(tmp_path_factory) -> Path:
     return write_toy_data(tmp_path_factory.mktemp("toy-data"))
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(tiny_checkpoint, toy_data, tmp_path_factory) -> Path:
+    """The tiny BERT fine-tuned on the toy data, head included.
+
+    A run ends ``collapsed`` when its best evaluation predicts one class, and the random tiny BERT
+    learns too slowly for the few steps tests can afford; runs that start here predict both classes.
+    """
+    from trainers.config import DataConfig, TeacherConfig, TrainConfig
+    from trainers.loop import Status, train
+    from trainers.models import save_classifier
+    from trainers.prepare import prepare_task
+
+    folder = tmp_path_factory.mktemp("trained-bert")
+    config = TrainConfig(
+        method="teacher",
+        data=DataConfig(dataset=str(toy_data), max_length=32),
+        teacher=TeacherConfig(name=str(tiny_checkpoint)),
+        epochs=10,
+        lr=3e-3,
+        batch_size=16,
+        patience=0,
+    )
+    result = train(config, prepare_task(config, cache_dir=folder / "cache", progress=False), progress=False)
+    assert result.status is Status.COMPLETED, result.reason
+    save_classifier(result.model, AutoTokenizer.from_pretrained(tiny_checkpoint), folder / "model")
+    return folder / "model"
 
 
 @pytest.fixture

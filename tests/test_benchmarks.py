@@ -128,11 +128,11 @@ def test_pruning_rejects_a_batch_size_of_zero_instead_of_searching_it(tmp_path):
 
 
 def test_quality_quick_run_scores_recipe_and_tuned_per_method(
-    tiny_checkpoint, toy_data, tmp_path, monkeypatch, capsys
+    trained_checkpoint, toy_data, tmp_path, monkeypatch, capsys
 ):
     out = tmp_path / "quality.json"
     argv = [
-        "--quick", "--data", str(toy_data), "--teacher", str(tiny_checkpoint), "--max-length", "32",
+        "--quick", "--data", str(toy_data), "--teacher", str(trained_checkpoint), "--max-length", "32",
         "--methods", "even,lora", "--top-k", "2",
         "--json", str(out),
     ]  # fmt: skip
@@ -153,11 +153,11 @@ def test_quality_quick_run_scores_recipe_and_tuned_per_method(
 
 
 def test_quality_jobs_spread_study_workers_and_seeds_over_processes_and_resume(
-    tiny_checkpoint, toy_data, tmp_path, monkeypatch, capsys
+    trained_checkpoint, toy_data, tmp_path, monkeypatch, capsys
 ):
     workdir, out = tmp_path / "work", tmp_path / "quality.json"
     argv = [
-        "--quick", "--data", str(toy_data), "--teacher", str(tiny_checkpoint), "--max-length", "32",
+        "--quick", "--data", str(toy_data), "--teacher", str(trained_checkpoint), "--max-length", "32",
         "--methods", "lora", "--trials", "4", "--workdir", str(workdir), "--json", str(out),
     ]  # fmt: skip
     quality = _load("quality", monkeypatch)
@@ -181,11 +181,11 @@ def test_quality_jobs_spread_study_workers_and_seeds_over_processes_and_resume(
 
 
 def test_pruning_over_several_seeds_sums_steps_and_averages_best_f1(
-    tiny_checkpoint, toy_data, tmp_path, monkeypatch, capsys
+    trained_checkpoint, toy_data, tmp_path, monkeypatch, capsys
 ):
     out = tmp_path / "pruning.json"
     argv = [
-        "--quick", "--data", str(toy_data), "--teacher", str(tiny_checkpoint), "--max-length", "32",
+        "--quick", "--data", str(toy_data), "--teacher", str(trained_checkpoint), "--max-length", "32",
         "--workdir", str(tmp_path / "work"), "--arms", "median,none", "--seeds", "3,4", "--test-seeds", "1",
         "--test-top-k", "2", "--json", str(out),
     ]  # fmt: skip

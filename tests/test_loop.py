@@ -62,9 +62,16 @@ def lora_task(make_config, cache_dir):
     return prepare_task(make_config("lora"), cache_dir=cache_dir, progress=False)
 
 
+@pytest.fixture
+def trained_lora_task(make_config, trained_checkpoint, cache_dir):
+    """LoRA on a model that already tells the classes apart: it ends with both classes predicted."""
+    config = make_config("lora", teacher={"name": str(trained_checkpoint)})
+    return prepare_task(config, cache_dir=cache_dir, progress=False)
+
+
 @pytest.mark.parametrize("method", ["teacher", "lora", "odd", "even"])
-def test_each_method_trains_and_records_history(make_config, cache_dir, method):
-    config = make_config(method, epochs=2, patience=0, collapse_warmup_epochs=99)
+def test_each_method_trains_and_records_history(make_config, trained_checkpoint, cache_dir, method):
+    config = make_config(method, teacher={"name": str(trained_checkpoint)}, epochs=2, patience=0)
     task = prepare_task(config, cache_dir=cache_dir, progress=False)
     result = train(config, task, progress=False)
     assert result.status is Status.COMPLETED
@@ -93,12 +100,10 @@ def test_the_best_evaluation_is_kept_not_the_last(make_config, lora_task):
     assert again.loss != pytest.approx(result.history[-1].validation.loss, rel=1e-5)
 
 
-def test_patience_stops_a_run_that_stopped_improving(make_config, lora_task):
+def test_patience_stops_a_run_that_stopped_improving(make_config, trained_lora_task):
     # 12 steps an epoch, so an evaluation every 2 steps; half an epoch is 3 evaluations after the best.
-    config = make_config(
-        "lora", epochs=5, lr=1e-9, evals_per_epoch=6, patience=0.5, collapse_warmup_epochs=99
-    )
-    result = train(config, lora_task, progress=False)
+    config = make_config("lora", epochs=5, lr=1e-9, evals_per_epoch=6, patience=0.5)
+    result = train(config, trained_lora_task, progress=False)
     assert result.status is Status.EARLY_STOPPED
     assert len(result.history) == 4 and result.best is result.history[0]
     assert result.steps == 8
@@ -189,16 +194,22 @@ def test_an_interrupted_run_continues_from_its_last_epoch(make_config, lora_task
         train(make_config("lora", epochs=5), lora_task, progress=False, checkpoint=checkpoint)
 
 
-def test_a_resumed_run_keeps_its_early_stopping_patience(make_config, lora_task, tmp_path):
+def test_a_resumed_run_keeps_its_early_stopping_patience(make_config, trained_lora_task, tmp_path):
     # No learning, so the first evaluation stays best and patience ends the run at epoch 3.
-    config = make_config("lora", epochs=5, lr=1e-9, patience=2, collapse_warmup_epochs=99)
-    whole = train(config, lora_task, progress=False)
+    config = make_config("lora", epochs=5, lr=1e-9, patience=2)
+    whole = train(config, trained_lora_task, progress=False)
     assert whole.status is Status.EARLY_STOPPED and len(whole.history) == 3
 
     checkpoint = tmp_path / "run" / "checkpoint.pt"
     with pytest.raises(KeyboardInterrupt):
-        train(config, lora_task, on_eval=_interrupt_after_first_epoch, progress=False, checkpoint=checkpoint)
-    resumed = train(config, lora_task, progress=False, checkpoint=checkpoint)
+        train(
+            config,
+            trained_lora_task,
+            on_eval=_interrupt_after_first_epoch,
+            progress=False,
+            checkpoint=checkpoint,
+        )
+    resumed = train(config, trained_lora_task, progress=False, checkpoint=checkpoint)
     assert resumed.status is Status.EARLY_STOPPED
     assert [r.to_dict() for r in resumed.history] == [r.to_dict() for r in whole.history]
 
@@ -231,7 +242,7 @@ def _interrupt_after_first_epoch(record):
         raise KeyboardInterrupt
 
 
-def test_a_stop_request_at_the_last_evaluation_keeps_the_finished_run(make_config, lora_task):
-    config = make_config("lora", epochs=2, patience=0, collapse_warmup_epochs=99)
-    result = train(config, lora_task, on_eval=lambda record: record.epoch >= 2, progress=False)
+def test_a_stop_request_at_the_last_evaluation_keeps_the_finished_run(make_config, trained_lora_task):
+    config = make_config("lora", epochs=2, patience=0)
+    result = train(config, trained_lora_task, on_eval=lambda record: record.epoch >= 2, progress=False)
     assert result.status is Status.COMPLETED and len(result.history) == 2

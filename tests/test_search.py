@@ -50,8 +50,8 @@ def _load(tmp_path, name):
 
 
 @pytest.mark.parametrize("method", ["odd", "even", "lora"])
-def test_a_study_runs_end_to_end_for_each_method(tiny_checkpoint, toy_data, tmp_path, method, capsys):
-    args = _args(tiny_checkpoint, toy_data, tmp_path, "--collapse-warmup-epochs", "99")
+def test_a_study_runs_end_to_end_for_each_method(trained_checkpoint, toy_data, tmp_path, method, capsys):
+    args = _args(trained_checkpoint, toy_data, tmp_path)
     assert main(["--method", method, "--trials", "3", *args]) == 0
     study = _load(tmp_path, f"{method}-custom")
     trials = study.get_trials()
@@ -72,10 +72,8 @@ def test_a_study_runs_end_to_end_for_each_method(tiny_checkpoint, toy_data, tmp_
     assert "best: trial" in out and "trials: " in out
 
 
-def test_the_pruner_judges_roc_auc_for_an_f1_study_unless_told(tiny_checkpoint, toy_data, tmp_path):
-    args = _args(
-        tiny_checkpoint, toy_data, tmp_path, "--collapse-warmup-epochs", "99", "--evals-per-epoch", "2"
-    )
+def test_the_pruner_judges_roc_auc_for_an_f1_study_unless_told(trained_checkpoint, toy_data, tmp_path):
+    args = _args(trained_checkpoint, toy_data, tmp_path, "--evals-per-epoch", "2")
     assert main(["--method", "lora", "--trials", "2", *args]) == 0
     study = _load(tmp_path, "lora-custom")
     assert study.user_attrs["pruner_signal"] == "roc_auc"

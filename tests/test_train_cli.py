@@ -21,9 +21,9 @@ def _common(tiny_checkpoint, toy_data, cache_dir):
 
 
 @pytest.mark.parametrize("method", ["even", "lora"])
-def test_train_writes_metrics_and_a_loadable_model(tiny_checkpoint, toy_data, cache_dir, tmp_path, method):
+def test_train_writes_metrics_and_a_loadable_model(trained_checkpoint, toy_data, cache_dir, tmp_path, method):
     out = tmp_path / "run"
-    code = main(["--method", method, "--out", str(out), *_common(tiny_checkpoint, toy_data, cache_dir)])
+    code = main(["--method", method, "--out", str(out), *_common(trained_checkpoint, toy_data, cache_dir)])
     assert code == 0
     report = json.loads((out / "metrics.json").read_text())
     assert report["status"] in ("completed", "early_stopped")
@@ -111,10 +111,12 @@ def test_cuda_graphs_without_a_gpu_is_one_line_and_exit_code_2(tmp_path):
     assert len(lines) == 1 and "TOXITUNE_CUDA_GRAPHS=1 needs a GPU" in lines[0], result.stderr
 
 
-def test_accelerates_precision_variable_chooses_bf16_autocast(tiny_checkpoint, toy_data, cache_dir, tmp_path):
+def test_accelerates_precision_variable_chooses_bf16_autocast(
+    trained_checkpoint, toy_data, cache_dir, tmp_path
+):
     # A process of its own: accelerate keeps one precision per process.
     out = tmp_path / "run"
-    args = ["--method", "lora", "--out", str(out), *_common(tiny_checkpoint, toy_data, cache_dir)]
+    args = ["--method", "lora", "--out", str(out), *_common(trained_checkpoint, toy_data, cache_dir)]
     result = _run(*args, env={"ACCELERATE_MIXED_PRECISION": "bf16"})
     assert result.returncode == 0, result.stderr
     report = json.loads((out / "metrics.json").read_text())
