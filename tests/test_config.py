@@ -24,6 +24,7 @@ def test_config_round_trips_through_its_dict():
         ({"method": "bogus"}, "method must be one of"),
         ({"loss": {"w_cls": 0, "w_div": 0, "w_cos": 0}}, "at least one loss weight must be positive"),
         ({"warmup_ratio": 1.5}, "warmup_ratio must be in [0, 1)"),
+        ({"data": {"label_names": ["toxic", "toxic"]}}, "label names must be distinct, but got toxic,toxic"),
         ({"colour": "blue"}, "unknown TrainConfig settings ['colour']"),
     ],
 )

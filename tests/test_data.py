@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from transformers import AutoTokenizer
 
-from trainers.config import DataConfig
+from studies.presets import load_preset
+from trainers.cli import merge
+from trainers.config import DataConfig, TrainConfig
 from trainers.data import (
     LengthGroupedBatches,
     encode_split,
@@ -207,3 +211,18 @@ def test_bad_data_is_a_one_line_data_error(tmp_path, make_source, config_kwargs,
     with pytest.raises(DataError, match=message) as error:
         load_splits(DataConfig(dataset=str(source), **config_kwargs), batch_size=batch_size)
     assert "\n" not in str(error.value)
+
+
+def test_label_names_replace_the_label_values_in_order(toy_data):
+    splits = load_splits(DataConfig(dataset=str(toy_data), label_names=("clean", "toxic")), batch_size=8)
+    assert splits.label_names == ("clean", "toxic")
+    with pytest.raises(DataError, match=r"gives 1 names \(toxic\) but the labels hold 2 classes \(0,1\)"):
+        load_splits(DataConfig(dataset=str(toy_data), label_names=("toxic",)), batch_size=8)
+
+
+def test_the_tweeteval_preset_names_its_classes():
+    preset = load_preset("tweeteval")
+    config = TrainConfig.from_dict(merge(TrainConfig().to_dict(), preset.config))
+    assert config.data.label_names == ("not-offensive", "offensive")
+    if Path(config.data.dataset).is_dir():  # the shared data beside the repository: one name per class
+        assert load_splits(config.data, batch_size=8).label_names == config.data.label_names
