@@ -235,6 +235,22 @@ class TrainConfig:
         """Plain nested dict, ready for JSON, YAML or a tracker's config."""
         return dataclasses.asdict(self)
 
+    def applicable_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict` without the settings ``method`` never reads, for logs and exports.
+
+        ``loss`` and the teacher's fine-tuning settings apply to distillation only, ``lora`` to LoRA
+        only; ``teacher.name`` always applies (the checkpoint every method starts from).
+        :meth:`from_dict` fills the left-out settings with their defaults, so it rebuilds a config
+        that trains the same, and an equal one when those settings were at their defaults.
+        """
+        values = self.to_dict()
+        if not self.distills:
+            del values["loss"]
+            values["teacher"] = {"name": self.teacher.name}
+        if self.method != "lora":
+            del values["lora"]
+        return values
+
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         """Rebuild a config from :meth:`to_dict` output; unknown keys are an error."""
