@@ -43,6 +43,8 @@ from safetensors.torch import load_file, save_file
 weights = load_file(sys.argv[1])
 save_file({name: t.half() if t.is_floating_point() else t for name, t in weights.items()}, sys.argv[2], {"format": "pt"})
 PY
+# safetensors >= 0.8 creates its file 0600 (safetensors/safetensors#782); the kit's files are 644.
+chmod 644 "$KIT/teacher/model.safetensors"
 
 if ((${#WHEELS[@]})); then
     # The device's Python is CPython 3.12 on x86-64 Linux, whatever this machine runs.

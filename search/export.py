@@ -1,9 +1,9 @@
 """Export a study's best trials as self-contained configs: ``python -m search.export --study NAME --out best.yaml``.
 
-The file holds, per exported trial, every resolved training setting (not only the tuned ones), the
-data source with label names and fingerprint, the teacher, the validation score, trial number and
-W&B run, plus package versions and the git commit, so ``python -m search.train --config`` can
-reproduce it anywhere.
+The file holds, per exported trial, every resolved training setting its method uses (not only the
+tuned ones; see :meth:`~trainers.config.TrainConfig.applicable_dict`), the data source with label
+names and fingerprint, the teacher, the validation score, trial number and W&B run, plus package
+versions and the git commit, so ``python -m search.train --config`` can reproduce it anywhere.
 """
 
 from __future__ import annotations

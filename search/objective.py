@@ -43,9 +43,10 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float:
         trial.set_user_attr("worker", worker_id())
         config = suggest(trial, self.base, self.space)
-        trial.set_user_attr("config", config.to_dict())
+        applicable = config.applicable_dict()
+        trial.set_user_attr("config", applicable)
         params = readable_params(trial.params, trial.user_attrs)
-        run_path = self.tracker.start_trial(trial.number, config.to_dict(), params)
+        run_path = self.tracker.start_trial(trial.number, applicable, params)
         if run_path:
             trial.set_user_attr("wandb_run", run_path)
         line = TrialLine(

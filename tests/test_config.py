@@ -13,6 +13,31 @@ def test_config_round_trips_through_its_dict():
 
 
 @pytest.mark.parametrize(
+    ("method", "has_loss", "has_lora", "teacher_keys"),
+    [
+        ("odd", True, False, {"name", "epochs", "lr", "batch_size", "seed"}),
+        ("even", True, False, {"name", "epochs", "lr", "batch_size", "seed"}),
+        ("lora", False, True, {"name"}),
+        ("teacher", False, False, {"name"}),
+    ],
+)
+def test_the_applicable_dict_keeps_what_the_method_uses(method, has_loss, has_lora, teacher_keys):
+    config = TrainConfig.from_dict(
+        {"method": method, "lr": 3e-4, "data": {"label_names": ["clean", "toxic"]}, "teacher": {"name": "t"}}
+    )
+    applicable = config.applicable_dict()
+    assert ("loss" in applicable, "lora" in applicable) == (has_loss, has_lora)
+    assert set(applicable["teacher"]) == teacher_keys
+    assert TrainConfig.from_dict(applicable) == config
+
+    # Settings the method never reads may differ; the rebuilt config trains the same.
+    unused = TrainConfig.from_dict(
+        {**config.to_dict(), "teacher": {"name": "t", "epochs": 9}, "lora": {"rank": 4}}
+    )
+    assert TrainConfig.from_dict(unused.applicable_dict()).applicable_dict() == unused.applicable_dict()
+
+
+@pytest.mark.parametrize(
     ("values", "message"),
     [
         ({"epochs": "3"}, "TrainConfig.epochs must be an integer, but got '3'"),
@@ -24,6 +49,7 @@ def test_config_round_trips_through_its_dict():
         ({"method": "bogus"}, "method must be one of"),
         ({"loss": {"w_cls": 0, "w_div": 0, "w_cos": 0}}, "at least one loss weight must be positive"),
         ({"warmup_ratio": 1.5}, "warmup_ratio must be in [0, 1)"),
+        ({"data": {"label_names": ["toxic", "toxic"]}}, "label names must be distinct, but got toxic,toxic"),
         ({"colour": "blue"}, "unknown TrainConfig settings ['colour']"),
     ],
 )

@@ -3,6 +3,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,7 +11,9 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from trainers.config import DataConfig
+from studies.presets import load_preset
+from trainers.cli import merge
+from trainers.config import DataConfig, TrainConfig
 from trainers.data import (
     LengthGroupedBatches,
     encode_split,
@@ -250,3 +253,16 @@ def test_a_data_warning_is_one_line_on_the_command_line(tmp_path, toy_data):
     assert len(lines) == 2 and lines[1].startswith("error: "), (
         "the data loaded, then the missing teacher stopped it"
     )
+def test_label_names_replace_the_label_values_in_order(toy_data):
+    splits = load_splits(DataConfig(dataset=str(toy_data), label_names=("clean", "toxic")), batch_size=8)
+    assert splits.label_names == ("clean", "toxic")
+    with pytest.raises(DataError, match=r"gives 1 names \(toxic\) but the labels hold 2 classes \(0,1\)"):
+        load_splits(DataConfig(dataset=str(toy_data), label_names=("toxic",)), batch_size=8)
+
+
+def test_the_tweeteval_preset_names_its_classes():
+    preset = load_preset("tweeteval")
+    config = TrainConfig.from_dict(merge(TrainConfig().to_dict(), preset.config))
+    assert config.data.label_names == ("not-offensive", "offensive")
+    if Path(config.data.dataset).is_dir():  # the shared data beside the repository: one name per class
+        assert load_splits(config.data, batch_size=8).label_names == config.data.label_names

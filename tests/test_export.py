@@ -45,7 +45,8 @@ def test_export_then_retrain_round_trip(finished_study, tmp_path):
     best = document["candidates"][0]
     assert best["validation_score"] == ranked[0].value
     assert best["config"] == ranked[0].user_attrs["config"], "every resolved setting, not only tuned ones"
-    assert set(best["config"]) >= {"lr", "epochs", "batch_size", "data", "teacher", "loss", "lora", "seed"}
+    assert set(best["config"]) >= {"lr", "epochs", "batch_size", "data", "teacher", "loss", "seed"}
+    assert "lora" not in best["config"], "only the settings distillation uses"
     assert document["data"]["label_names"] == ["0", "1"] and len(document["data"]["fingerprint"]) == 16
     assert document["method"] == "even" and document["metric"] == "macro_f1"
     assert document["environment"]["packages"]["torch"]

@@ -232,8 +232,8 @@ def test_a_checkpoint_from_another_version_is_a_config_error(make_config, lora_t
     checkpoint = tmp_path / "run" / "checkpoint.pt"
     with pytest.raises(KeyboardInterrupt):
         train(config, lora_task, on_eval=_interrupt_after_first_epoch, progress=False, checkpoint=checkpoint)
-    torch.save(old_format(torch.load(checkpoint, weights_only=False)), checkpoint)
-    with pytest.raises(ConfigError, match="another version of toxitune"):
+    torch.save(old_format(torch.load(checkpoint, weights_only=True)), checkpoint)
+    with pytest.raises(ConfigError, match="not a checkpoint toxitune wrote"):
         train(config, lora_task, progress=False, checkpoint=checkpoint)
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import pytest
 import torch
@@ -90,6 +91,19 @@ def test_lora_head_survives_merge_save_and_load(teacher, tmp_path, tiny_checkpoi
     assert reloaded.config.id2label == {0: "clean", 1: "toxic"}
     assert torch.allclose(reloaded(input_ids=ids, attention_mask=mask).logits, expected, atol=1e-5)
     assert any("lora_" in n for n, _ in model.named_parameters()), "saving leaves the trained model intact"
+
+
+def test_saved_files_get_the_umask_mode(teacher, tmp_path, tiny_checkpoint):
+    from transformers import AutoTokenizer
+
+    previous = os.umask(0o022)
+    try:
+        save_classifier(teacher, AutoTokenizer.from_pretrained(tiny_checkpoint), tmp_path / "model")
+    finally:
+        os.umask(previous)
+    modes = {path.name: oct(path.stat().st_mode & 0o777) for path in (tmp_path / "model").iterdir()}
+    assert "model.safetensors" in modes
+    assert modes == dict.fromkeys(modes, "0o644")
 
 
 def test_unknown_lora_target_is_a_config_error(teacher):

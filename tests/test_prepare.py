@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import torch
 
+from trainers.cache import load_tensors
 from trainers.evaluate import split_logits
 from trainers.models import load_classifier
 from trainers.prepare import prepare_task
@@ -14,7 +15,7 @@ def test_teacher_is_fine_tuned_once_and_its_logits_cached(make_config, cache_dir
     assert task.teacher_metrics["validation"]["macro_f1"] > 0.9, "the toy teacher learns its task"
     assert task.teacher_metrics["training"]["status"] in ("completed", "early_stopped")
     logits_file = f"{teacher_dir}/train_logits.pt"
-    stamp = (torch.load(logits_file).sum().item(), __import__("os").stat(logits_file).st_mtime_ns)
+    stamp = (load_tensors(logits_file).sum().item(), __import__("os").stat(logits_file).st_mtime_ns)
 
     teacher = load_classifier(teacher_dir, task.label_names)
     direct = split_logits(teacher, task.train, pad_token_id=0, batch_size=7)

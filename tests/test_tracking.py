@@ -5,8 +5,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import optuna
 import pytest
 
+from search.export import export_study
+from search.objective import Objective
 from search.tracking import (
     OfflineRun,
     StudyTracker,
@@ -15,8 +18,10 @@ from search.tracking import (
     read_offline_run,
     resolve_mode,
 )
+from studies.spaces import FloatRange
 from trainers.evaluate import Metrics
 from trainers.loop import EvalRecord
+from trainers.prepare import prepare_task
 
 WARNING = "warning: W&B tracking off: "
 
@@ -220,3 +225,21 @@ def test_error_mid_trial_closes_its_run(tmp_path: Path, capsys: pytest.CaptureFi
     assert capsys.readouterr().err.startswith(WARNING + "KeyError")
     [run] = map(read_back, find_offline_runs(tmp_path / "tracking"))
     assert run.exit_code == 1 and "state" not in run.summary
+
+
+@pytest.mark.parametrize(("method", "distills"), [("lora", False), ("odd", True)])
+def test_a_trial_logs_and_exports_only_the_settings_its_method_uses(
+    make_config, cache_dir, tmp_path: Path, method: str, distills: bool
+) -> None:
+    base = make_config(method, epochs=1, collapse_warmup_epochs=99, teacher={"epochs": 1})
+    task = prepare_task(base, cache_dir=cache_dir, progress=False)
+    study = optuna.create_study(direction="maximize")
+    space = {"lr": FloatRange(1e-4, 1e-2, log=True)}
+    study.optimize(Objective(base, space, task, tracker(tmp_path), progress=False), n_trials=1)
+
+    [run_dir] = find_offline_runs(tmp_path / "tracking")
+    logged = read_back(run_dir).config
+    exported = export_study(study)["candidates"][0]["config"]
+    for config in (logged, exported):
+        assert ("loss" in config, "epochs" in config["teacher"]) == (distills, distills)
+        assert ("lora" in config) != distills and config["teacher"]["name"] == base.teacher.name

@@ -44,6 +44,15 @@ def test_train_writes_metrics_and_a_loadable_model(trained_checkpoint, toy_data,
         assert model(**batch).logits.shape == (2, 2)
 
 
+def test_label_names_name_the_saved_models_classes(tiny_checkpoint, toy_data, cache_dir, tmp_path):
+    out = tmp_path / "run"
+    args = ["--method", "lora", "--epochs", "1", "--label-names", "clean,toxic", "--out", str(out)]
+    assert main([*_common(tiny_checkpoint, toy_data, cache_dir), *args]) == 0
+    assert json.loads((out / "metrics.json").read_text())["label_names"] == ["clean", "toxic"]
+    saved = json.loads((out / "model" / "config.json").read_text())
+    assert saved["id2label"] == {"0": "clean", "1": "toxic"}
+
+
 def test_a_diverged_run_exits_1_and_still_writes_its_report(
     checkpoint_with_head, toy_data, cache_dir, tmp_path
 ):
@@ -84,6 +93,10 @@ def _run(*args, env=None):
         (["--epochs", "0"], "epochs must be positive, but got 0"),
         (["--lr", "fast"], "invalid float value: 'fast'"),
         (["--teacher", "/no/such/checkpoint", "--dataset", "TOY"], "/no/such/checkpoint"),
+        (
+            ["--dataset", "TOY", "--label-names", "a,b,c"],
+            "3 names (a,b,c) but the labels hold 2 classes (0,1)",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path, toy_data, args, message):

@@ -44,5 +44,9 @@ def save_tensors(obj: Any, path: Path) -> None:
 
 
 def load_tensors(path: Path) -> Any:
-    """Load what :func:`save_tensors` wrote."""
+    """Load what :func:`save_tensors` wrote: tensors and plain Python values only.
+
+    ``weights_only=True`` refuses any other object, so a file planted in a run's folder or the cache
+    runs no code when it is read.
+    """
     return torch.load(path, weights_only=True)

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainers.cache import save_tensors
+from trainers.cache import load_tensors, save_tensors
 from trainers.config import TrainConfig
 from trainers.errors import ConfigError
 from trainers.evaluate import Metrics
@@ -37,19 +37,46 @@ class Checkpoint:
 
 
 def capture_rng() -> dict[str, Any]:
-    """The state of every random generator a run draws from."""
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """The state of every random generator a run draws from, as tensors and plain values.
+
+    numpy's and Python's states are taken apart rather than stored as their own objects, so the
+    checkpoint loads with ``torch.load(weights_only=True)``, which runs no code from the file.
+    """
+    bit_generator, key, pos, has_gauss, cached_gaussian = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "bit_generator": bit_generator,
+            "key": torch.from_numpy(key.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
+        "python": {"version": version, "internal": list(internal), "gauss": gauss},
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def restore_rng(state: dict[str, Any]) -> None:
+    """Put back the generators' state taken by :func:`capture_rng`."""
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    numpy = state["numpy"]
+    np.random.set_state(
+        (
+            numpy["bit_generator"],
+            numpy["key"].numpy().astype(np.uint32),
+            numpy["pos"],
+            numpy["has_gauss"],
+            numpy["cached_gaussian"],
+        )
+    )
+    python = state["python"]
+    random.setstate((python["version"], tuple(python["internal"]), python["gauss"]))
 
 
 def save_checkpoint(checkpoint: Checkpoint, path: Path) -> None:
@@ -61,19 +88,26 @@ def load_checkpoint(path: Path, config: TrainConfig) -> Checkpoint | None:
     """The checkpoint at ``path``, or ``None`` if there is none.
 
     Raises:
-        ConfigError: The checkpoint belongs to a run with other settings.
+        ConfigError: The file is not a checkpoint this version of toxitune wrote, or it belongs to a
+            run with other settings.
     """
     if not path.exists():
         return None
-    # Our own file, written by save_checkpoint: it holds numpy RNG state, which weights_only refuses.
-    saved = torch.load(path, weights_only=False)
+    not_ours = (
+        f"{path} is not a checkpoint toxitune wrote (or it is from an older version); "
+        "delete it to start the run over"
+    )
+    try:
+        saved = load_tensors(path)
+    except Exception as error:  # UnpicklingError, RuntimeError or EOFError, by what the file holds
+        raise ConfigError(not_ours) from error
     validation_fields = {field.name for field in fields(Metrics)}
-    if set(saved) != {field.name for field in fields(Checkpoint)} or any(
-        set(record["validation"]) != validation_fields for record in saved.get("history", [])
+    if (
+        not isinstance(saved, dict)
+        or set(saved) != {field.name for field in fields(Checkpoint)}
+        or any(set(record["validation"]) != validation_fields for record in saved["history"])
     ):
-        raise ConfigError(
-            f"{path} was written by another version of toxitune; delete it to start the run over"
-        )
+        raise ConfigError(not_ours)
     checkpoint = Checkpoint(**saved)
     if checkpoint.config != config.to_dict():
         raise ConfigError(f"{path} belongs to a run with other settings; delete it or choose another --out")

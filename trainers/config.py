@@ -58,6 +58,12 @@ class DataConfig:
     )
     text_column: str = field(default="text", metadata=_help("column holding the text"))
     label_column: str = field(default="label", metadata=_help("column holding the label"))
+    label_names: tuple[str, ...] | None = field(
+        default=None,
+        metadata=_help(
+            "names of the classes in label order, e.g. not-offensive,offensive; default: the label values"
+        ),
+    )
     train_size: int | None = field(default=None, metadata=_help("stratified subsample of the training split"))
     eval_size: int | None = field(
         default=None, metadata=_help("stratified subsample of the validation split")
@@ -71,6 +77,10 @@ class DataConfig:
             value = getattr(self, name)
             _require(value is None or value > 0, f"{name} must be positive, but got {value}")
         _require(self.max_length >= 8, f"max_length must be at least 8, but got {self.max_length}")
+        _require(
+            self.label_names is None or len(set(self.label_names)) == len(self.label_names),
+            f"label names must be distinct, but got {','.join(self.label_names or ())}",
+        )
 
 
 @dataclass(frozen=True)
@@ -224,6 +234,22 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict, ready for JSON, YAML or a tracker's config."""
         return dataclasses.asdict(self)
+
+    def applicable_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict` without the settings ``method`` never reads, for logs and exports.
+
+        ``loss`` and the teacher's fine-tuning settings apply to distillation only, ``lora`` to LoRA
+        only; ``teacher.name`` always applies (the checkpoint every method starts from).
+        :meth:`from_dict` fills the left-out settings with their defaults, so it rebuilds a config
+        that trains the same, and an equal one when those settings were at their defaults.
+        """
+        values = self.to_dict()
+        if not self.distills:
+            del values["loss"]
+            values["teacher"] = {"name": self.teacher.name}
+        if self.method != "lora":
+            del values["lora"]
+        return values
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:

@@ -94,7 +94,10 @@ class Splits:
 
 
 def load_splits(config: DataConfig, *, batch_size: int) -> Splits:
-    """Read ``config.dataset``, split and subsample it.
+    """Read ``config.dataset``, split and subsample it, and name its classes.
+
+    The classes are the label values, numbers in numeric order and strings in text order, and they
+    are named by the values unless ``config.label_names`` gives names in that order.
 
     Args:
         config: The data source, columns and subsample sizes.
@@ -102,11 +105,20 @@ def load_splits(config: DataConfig, *, batch_size: int) -> Splits:
 
     Raises:
         DataError: The source is missing or unreadable, a column is missing or empty, there is
-            only one class, or the training split is smaller than one batch.
+            only one class, ``config.label_names`` does not name every class, or the training split
+            is smaller than one batch.
     """
     frames = _read_source(config)
     frames = {name: _labelled_frame(frame, config, name) for name, frame in frames.items()}
     label_names, encode = _label_encoding(pd.concat(list(frames.values()))["label"])
+    if config.label_names is not None:
+        if len(config.label_names) != len(label_names):
+            raise DataError(
+                f"{config.dataset}: --label-names gives {len(config.label_names)} names "
+                f"({','.join(config.label_names)}) but the labels hold {len(label_names)} classes "
+                f"({','.join(label_names)}); give one name per class"
+            )
+        label_names = config.label_names
     if len(frames) == 1:
         frames = _split_80_10_10(next(iter(frames.values())), config.split_seed)
     sizes = {"train": config.train_size, "validation": config.eval_size, "test": config.test_size}

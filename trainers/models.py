@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -192,6 +193,18 @@ def save_classifier(model: nn.Module, tokenizer, folder: Path) -> None:
         model = copy.deepcopy(model).merge_and_unload()
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
+    # safetensors >= 0.8 writes through a temporary file created 0600 and renamed into place
+    # (safetensors/safetensors#782), which would leave the weights unreadable to anyone else.
+    mode = _new_file_mode()
+    for weights in folder.glob("*.safetensors"):
+        weights.chmod(mode)
+
+
+def _new_file_mode() -> int:
+    """The mode ``open()`` gives a new file: ``0o666`` less the process umask."""
+    umask = os.umask(0)  # the umask can only be read by setting it
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 @torch.no_grad()
