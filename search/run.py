@@ -6,6 +6,7 @@ missing trials. Every trial is one W&B run, grouped by study.
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import optuna
 from search.objective import Objective
 from search.progress import format_params
 from search.pruners import MEDIAN_STARTUP_TRIALS, default_signal
-from search.storage import DEFAULT_STORAGE, open_storage
+from search.storage import DEFAULT_STORAGE, open_storage, redact
 from search.study import (
     StudySettings,
     best_trial,
@@ -23,6 +24,7 @@ from search.study import (
     open_study,
     pin_attr,
     run_until,
+    shortfall,
     state_counts,
     stored_attr,
     trial_rows,
@@ -183,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         },
     )
     done = finished_count(study)
-    print(f"study {settings.name!r} in {settings.storage}: {done}/{settings.trials} trials finished")
+    print(f"study {settings.name!r} in {redact(settings.storage)}: {done}/{settings.trials} trials finished")
     if done >= settings.trials:
         _print_summary(study, args.metric, 0.0)
         return 0
@@ -211,7 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     orphans = run_until(study, objective, settings)
     if orphans:
-        print(f"marked trials {orphans} FAIL: their process died mid-trial")
+        print(f"marked trials {orphans} FAIL: their worker died mid-trial")
+    if missing := shortfall(study, settings):
+        print(f"warning: {missing}", file=sys.stderr)
     best = best_trial(study)
     tracker.log_study(
         trial_rows(study),

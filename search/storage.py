@@ -16,6 +16,7 @@ from urllib.parse import unquote
 import optuna
 import sqlalchemy
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import TrialState
 from sqlalchemy.pool import NullPool
 
@@ -214,7 +215,7 @@ def fail_abandoned_trials(study: optuna.Study) -> list[int]:
     journal files) keep no heartbeats, so there a trial orphaned on another host stays RUNNING.
     """
     failed = fail_orphaned_trials(study)
-    if not _has_heartbeats(study._storage):
+    if not is_heartbeat_enabled(study._storage):
         return failed
     running = {trial.number for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
     with warnings.catch_warnings():
@@ -234,11 +235,7 @@ def watched(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
 
     True in SQL storages, which keep heartbeats, and for trials of processes on this host.
     """
-    return _has_heartbeats(study._storage) or _worker(trial)[0] == socket.gethostname()
-
-
-def _has_heartbeats(storage: BaseStorage) -> bool:
-    return isinstance(storage, RDBStorage) and storage.get_heartbeat_interval() is not None
+    return is_heartbeat_enabled(study._storage) or _worker(trial)[0] == socket.gethostname()
 
 
 def _worker(trial: optuna.trial.FrozenTrial) -> tuple[str, str]:
