@@ -187,3 +187,9 @@ def test_retrain_errors_are_one_line_exit_2(tmp_path):
     for args, message in cases:
         code, lines = _cli("search.train", *args, cwd=tmp_path)
         assert code == 2 and len(lines) == 1 and message in lines[0], lines
+
+
+def test_exporting_from_a_missing_database_creates_nothing(tmp_path):
+    code, lines = _cli("search.export", "--study", "unknown", "--out", "best.yaml", cwd=tmp_path)
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: no database toxitune.db"), lines
+    assert list(tmp_path.iterdir()) == []
