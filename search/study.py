@@ -258,7 +258,7 @@ def run_until(
                 break
             if not waiting:
                 print(f"waiting for {len(running)} trials running in other workers…", flush=True)
-            waiting = True
+                waiting = True
             time.sleep(POLL_SECONDS if remaining is None else min(POLL_SECONDS, remaining))
             orphans += fail_abandoned_trials(study)
             continue
