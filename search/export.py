@@ -19,7 +19,7 @@ import optuna
 import yaml
 from optuna.trial import TrialState
 
-from search.storage import DEFAULT_STORAGE, open_storage
+from search.storage import DEFAULT_STORAGE, open_storage, redact
 from trainers.cli import ArgumentParser, run_main
 from trainers.errors import ConfigError, ToxituneError
 
@@ -31,17 +31,17 @@ PACKAGES = ("toxitune", "torch", "transformers", "peft", "accelerate", "optuna",
 
 
 def load_study(name: str, storage: str) -> optuna.Study:
-    """The stored study ``name``.
+    """The stored study ``name``; reading it creates nothing, not even a missing database file.
 
     Raises:
-        ToxituneError: No study of that name in ``storage``.
+        ToxituneError: No study of that name in ``storage``, or no storage there.
     """
-    backend = open_storage(storage)
+    backend = open_storage(storage, create=False)
     names = [
         summary.study_name for summary in optuna.get_all_study_summaries(backend, include_best_trial=False)
     ]
     if name not in names:
-        raise ToxituneError(f"no study {name!r} in {storage}; studies there: {names or 'none'}")
+        raise ToxituneError(f"no study {name!r} in {redact(storage)}; studies there: {names or 'none'}")
     return optuna.load_study(study_name=name, storage=backend)
 
 
@@ -53,7 +53,7 @@ def ranked_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 
 def export_study(study: optuna.Study, *, top_k: int = 1, storage: str | None = None) -> dict[str, Any]:
-    """The export document of ``study``'s ``top_k`` best trials.
+    """The export document of ``study``'s ``top_k`` best trials; ``storage`` is recorded without its password.
 
     Raises:
         ToxituneError: The study has no completed trial.
@@ -72,7 +72,7 @@ def export_study(study: optuna.Study, *, top_k: int = 1, storage: str | None = N
     return {
         "toxitune_export": EXPORT_VERSION,
         "study": study.study_name,
-        "storage": storage,
+        "storage": redact(storage) if storage is not None else None,
         "method": attrs.get("method"),
         "metric": attrs.get("metric"),
         "direction": study.direction.name.lower(),

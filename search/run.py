@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,7 +19,7 @@ from optuna.storages import BaseStorage
 
 from search.progress import format_params
 from search.pruners import MEDIAN_STARTUP_TRIALS, default_signal
-from search.storage import DEFAULT_STORAGE, new_storage_file, open_storage
+from search.storage import DEFAULT_STORAGE, new_storage_file, open_storage, redact
 from search.study import (
     StudySettings,
     best_trial,
@@ -26,6 +27,7 @@ from search.study import (
     open_study,
     pin_attr,
     run_until,
+    shortfall,
     state_counts,
     stored_attr,
     trial_rows,
@@ -218,7 +220,7 @@ def _run(
     # created only once its data and teacher are ready, so a bad path leaves no study pinned to it.
     study = study_in_storage() if stored_attr(storage, settings.name, "method") is not None else None
     done = finished_count(study) if study is not None else 0
-    print(f"study {settings.name!r} in {settings.storage}: {done}/{settings.trials} trials finished")
+    print(f"study {settings.name!r} in {redact(settings.storage)}: {done}/{settings.trials} trials finished")
     if study is not None and done >= settings.trials:
         _print_summary(study, args.metric, 0.0)
         return 0
@@ -247,7 +249,9 @@ def _run(
     )
     orphans = run_until(study, objective, settings)
     if orphans:
-        print(f"marked trials {orphans} FAIL: their process died mid-trial")
+        print(f"marked trials {orphans} FAIL: their worker died mid-trial")
+    if missing := shortfall(study, settings):
+        print(f"warning: {missing}", file=sys.stderr)
     best = best_trial(study)
     tracker.log_study(
         trial_rows(study),

@@ -16,7 +16,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from search.pruners import MEDIAN_STARTUP_TRIALS, PrunerName, make_pruner, reports_within
-from search.storage import fail_orphaned_trials
+from search.storage import fail_abandoned_trials, watched
 from studies.spaces import readable_params
 from trainers.cli import raise_if_interrupted
 from trainers.config import MetricName, maximizes
@@ -25,6 +25,8 @@ from trainers.errors import ToxituneError
 SamplerName = Literal["tpe", "random"]
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 MAX_FAILURES_IN_A_ROW = 3
+# Seconds between looks at the trials other workers run, while this one waits for them to end.
+POLL_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -208,9 +210,18 @@ def finished_count(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
-def claimed_count(study: optuna.Study) -> int:
-    """Finished trials and those other workers are running: what a worker must not start beyond."""
-    return len(study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING)))
+def shortfall(study: optuna.Study, settings: StudySettings) -> str | None:
+    """How many finished trials the study lacks and why, in one line; ``None`` when it has them all.
+
+    After :func:`run_until` that is its timeout, or trials other workers still run that it could not
+    wait on.
+    """
+    missing = settings.trials - finished_count(study)
+    if missing <= 0:
+        return None
+    running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+    why = f"{running} still running in other workers" if running else "--timeout passed"
+    return f"{missing} of {settings.trials} trials missing ({why}); run the same command again to finish the study"
 
 
 def run_until(
@@ -220,22 +231,39 @@ def run_until(
 ) -> list[int]:
     """Run trials until the study holds ``settings.trials`` finished ones, or the timeout passes.
 
-    Trials of processes that died mid-trial are marked FAIL first; finished trials are never rerun.
-    Trials other workers are running count too, so workers sharing the study do not overshoot its
-    target; one whose trial then fails is left to its worker, which runs another. Returns the numbers
-    of the orphaned trials that were failed.
+    Trials no worker will finish (see :func:`~search.storage.fail_abandoned_trials`) are marked FAIL
+    first; finished trials are never rerun. Trials other workers are running count too, so workers
+    sharing the study do not overshoot its target. Once only those are missing, this worker waits for
+    them, sweeping abandoned trials every :data:`POLL_SECONDS`, and runs another trial for each that
+    ends unfinished. It does not wait on trials it cannot tell the end of (another host's, in a journal
+    storage): it returns, short of the target, as it does when the timeout passes.
+
+    Returns:
+        The numbers of the abandoned trials that were failed.
 
     Raises:
         ToxituneError: Several trials in a row failed with an error (a bug, not a bad config).
     """
-    orphans = fail_orphaned_trials(study)
+    orphans = fail_abandoned_trials(study)
     deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
     failures = 0
     last: list[FrozenTrial] = []
-    while claimed_count(study) < settings.trials:
+    waiting = False
+    while (finished := finished_count(study)) < settings.trials:
         remaining = None if deadline is None else deadline - time.monotonic()
         if remaining is not None and remaining <= 0:
             break
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if finished + len(running) >= settings.trials:
+            if not any(watched(study, trial) for trial in running):
+                break
+            if not waiting:
+                print(f"waiting for {len(running)} trials running in other workers…", flush=True)
+                waiting = True
+            time.sleep(POLL_SECONDS if remaining is None else min(POLL_SECONDS, remaining))
+            orphans += fail_abandoned_trials(study)
+            continue
+        waiting = False
         study.optimize(
             objective,
             n_trials=1,

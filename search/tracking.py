@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, get_args
 from urllib.parse import urlsplit
 
+from search.storage import redact
+
 WandbMode = Literal["online", "offline", "disabled"]
 
 MODES: tuple[str, ...] = get_args(WandbMode)
@@ -271,26 +273,27 @@ class StudyTracker:
         if self.settings.dir is not None:
             # Where wandb cannot create ``dir`` it quietly writes to the system temp folder instead.
             self.settings.dir.mkdir(parents=True, exist_ok=True)
-        return wandb.init(
-            project=self.settings.project,
-            entity=self.settings.entity,
-            group=self.study_name,
-            job_type=job_type,
-            name=name,
-            config=config,
-            tags=self.tags,
-            mode=self.mode,
-            dir=str(self.settings.dir) if self.settings.dir is not None else None,
-            # A new run per trial that leaves any run of the caller's alone.
-            reinit="create_new",
-            settings=wandb.Settings(
-                console="off",
-                save_code=False,
-                silent=True,
-                disable_git=True,
-                disable_job_creation=True,
-            ),
-        )
+        with _redacted_argv():
+            return wandb.init(
+                project=self.settings.project,
+                entity=self.settings.entity,
+                group=self.study_name,
+                job_type=job_type,
+                name=name,
+                config=config,
+                tags=self.tags,
+                mode=self.mode,
+                dir=str(self.settings.dir) if self.settings.dir is not None else None,
+                # A new run per trial that leaves any run of the caller's alone.
+                reinit="create_new",
+                settings=wandb.Settings(
+                    console="off",
+                    save_code=False,
+                    silent=True,
+                    disable_git=True,
+                    disable_job_creation=True,
+                ),
+            )
 
     def _turn_off(self, error: Exception) -> None:
         self.enabled = False
@@ -301,6 +304,17 @@ class StudyTracker:
             # The first error is the one worth reporting.
             with contextlib.suppress(Exception):
                 run.finish(exit_code=1)
+
+
+@contextlib.contextmanager
+def _redacted_argv() -> Iterator[None]:
+    """Show W&B, which records ``sys.argv`` in every run's metadata, the arguments without passwords."""
+    argv = sys.argv
+    sys.argv = [redact(arg) for arg in argv]
+    try:
+        yield
+    finally:
+        sys.argv = argv
 
 
 def _lookup(record: dict[str, Any], path: tuple[str, ...]) -> Any:

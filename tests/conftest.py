@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import getpass
 import os
 import random
+import subprocess
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -156,3 +160,18 @@ def checkpoint_with_head(tiny_checkpoint, tmp_path):
         return folder
 
     return make
+
+
+@pytest.fixture
+def postgres_db() -> Iterator[str]:
+    """URL of a new, empty PostgreSQL database on 127.0.0.1, dropped after the test (skips without one)."""
+    name = f"toxitune_test_{uuid.uuid4().hex[:12]}"
+    try:
+        subprocess.run(["createdb", "-h", "127.0.0.1", name], check=True, capture_output=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as error:
+        pytest.skip(f"cannot create a PostgreSQL database: {error}")
+    yield f"postgresql://{getpass.getuser()}@127.0.0.1:5432/{name}"
+    # --force ends the connections that storages of the test still hold in their pools.
+    subprocess.run(
+        ["dropdb", "-h", "127.0.0.1", "--force", name], check=True, capture_output=True, timeout=60
+    )

@@ -253,6 +253,8 @@ def test_a_data_warning_is_one_line_on_the_command_line(tmp_path, toy_data):
     assert len(lines) == 2 and lines[1].startswith("error: "), (
         "the data loaded, then the missing teacher stopped it"
     )
+
+
 def test_label_names_replace_the_label_values_in_order(toy_data):
     splits = load_splits(DataConfig(dataset=str(toy_data), label_names=("clean", "toxic")), batch_size=8)
     assert splits.label_names == ("clean", "toxic")

@@ -260,3 +260,9 @@ def test_a_winner_that_collapsed_exits_1_and_ships_no_model(
     assert "failed on seed 0 collapsed; no model was written" in capsys.readouterr().err
     report = json.loads((out / "metrics.json").read_text())
     assert report["candidates"][0]["failed_seeds"] == [0] and not (out / "model").exists()
+
+
+def test_exporting_from_a_missing_database_creates_nothing(tmp_path):
+    code, lines = _cli("search.export", "--study", "unknown", "--out", "best.yaml", cwd=tmp_path)
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: no database toxitune.db"), lines
+    assert list(tmp_path.iterdir()) == []

@@ -1,6 +1,10 @@
 from __future__ import annotations
 
 import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import optuna
 from optuna.distributions import FloatDistribution, IntDistribution
@@ -9,6 +13,8 @@ from optuna.trial import TrialState, create_trial
 from reports.study import importances, main, write_report
 from studies.spaces import default_space, suggest
 from trainers.config import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _study(tmp_path):
@@ -126,3 +132,14 @@ def test_a_distillation_report_shows_the_loss_weights_not_the_draws_behind_them(
     header = next(csv.reader(open(tmp_path / "r" / "trials.csv")))
     assert {"param:w_cls", "param:w_div", "param:w_cos"} <= set(header)
     assert not any(name.endswith("_draw") for name in header)
+
+
+def test_reporting_from_a_missing_database_creates_nothing(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "reports.study", "--study", "unknown", "--out", "report"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))},
+    )  # fmt: skip
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: no database"), lines
+    assert list(tmp_path.iterdir()) == []

@@ -10,6 +10,7 @@ import uuid
 
 import optuna
 import pytest
+import yaml
 from optuna.trial import TrialState
 
 import search.storage
@@ -323,6 +324,32 @@ def test_postgres_storage_shares_one_study_between_two_workers(tiny_checkpoint, 
     assert len({repr(sorted(t.params.items())) for t in finished}) == len(finished), "no trial drawn twice"
     assert state_counts(study)["failed"] == 0
     optuna.delete_study(study_name=name, storage=url)
+
+
+def test_a_storage_password_is_never_printed_written_or_tracked(
+    tiny_checkpoint, toy_data, tmp_path, postgres_db
+):
+    url = postgres_db.replace("@", ":pw-s3cret@", 1)  # trust authentication takes any password
+    wandb_dir = tmp_path / "wb"
+    args = _args(
+        tiny_checkpoint, toy_data, tmp_path, "--wandb-mode", "offline", "--wandb-dir", str(wandb_dir)
+    )
+    args[args.index("--storage") + 1] = url
+    study = _run_cli("--method", "lora", "--trials", "1", "--collapse-warmup-epochs", "99", *args)
+    assert study.returncode == 0, study.stderr
+    out = tmp_path / "best.yaml"
+    export = subprocess.run(
+        [sys.executable, "-m", "search.export", "--study", "lora-custom", "--storage", url, "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert export.returncode == 0, export.stderr
+    shown = url.replace(":pw-s3cret@", ":***@")
+    assert shown in study.stdout and yaml.safe_load(out.read_text())["storage"] == shown
+    files = [out, *(path for path in wandb_dir.rglob("*") if path.is_file())]
+    assert any(path.suffix == ".wandb" for path in files), "W&B kept its offline run there"
+    leaks = [path for path in files if b"pw-s3cret" in path.read_bytes()]
+    texts = [study.stdout, study.stderr, export.stdout, export.stderr]
+    assert not leaks and not [text for text in texts if "pw-s3cret" in text], leaks
 
 
 def _draw(study: optuna.Study, sampler: optuna.samplers.BaseSampler) -> float:
