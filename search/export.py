@@ -63,7 +63,7 @@ def export_study(study: optuna.Study, *, top_k: int = 1, storage: str | None = N
     ranked = ranked_trials(study)
     if not ranked:
         raise ToxituneError(f"study {study.study_name!r} has no completed trial yet; run more trials first")
-    if "base_config" not in study.user_attrs or any("config" not in t.user_attrs for t in ranked[:top_k]):
+    if any("config" not in trial.user_attrs for trial in ranked[:top_k]):
         raise ToxituneError(
             f"study {study.study_name!r} was not created by python -m search.run: its trials hold no "
             "toxitune config to export"

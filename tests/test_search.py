@@ -327,15 +327,15 @@ def test_postgres_storage_shares_one_study_between_two_workers(tiny_checkpoint, 
 
 
 def test_a_storage_password_is_never_printed_written_or_tracked(
-    tiny_checkpoint, toy_data, tmp_path, postgres_db
+    trained_checkpoint, toy_data, tmp_path, postgres_db
 ):
     url = postgres_db.replace("@", ":pw-s3cret@", 1)  # trust authentication takes any password
     wandb_dir = tmp_path / "wb"
     args = _args(
-        tiny_checkpoint, toy_data, tmp_path, "--wandb-mode", "offline", "--wandb-dir", str(wandb_dir)
+        trained_checkpoint, toy_data, tmp_path, "--wandb-mode", "offline", "--wandb-dir", str(wandb_dir)
     )
     args[args.index("--storage") + 1] = url
-    study = _run_cli("--method", "lora", "--trials", "1", "--collapse-warmup-epochs", "99", *args)
+    study = _run_cli("--method", "lora", "--trials", "1", *args)
     assert study.returncode == 0, study.stderr
     out = tmp_path / "best.yaml"
     export = subprocess.run(

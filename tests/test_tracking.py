@@ -229,9 +229,9 @@ def test_error_mid_trial_closes_its_run(tmp_path: Path, capsys: pytest.CaptureFi
 
 @pytest.mark.parametrize(("method", "distills"), [("lora", False), ("odd", True)])
 def test_a_trial_logs_and_exports_only_the_settings_its_method_uses(
-    make_config, cache_dir, tmp_path: Path, method: str, distills: bool
+    make_config, trained_checkpoint, cache_dir, tmp_path: Path, method: str, distills: bool
 ) -> None:
-    base = make_config(method, epochs=1, collapse_warmup_epochs=99, teacher={"epochs": 1})
+    base = make_config(method, epochs=1, teacher={"name": str(trained_checkpoint), "epochs": 1})
     task = prepare_task(base, cache_dir=cache_dir, progress=False)
     study = optuna.create_study(direction="maximize")
     space = {"lr": FloatRange(1e-4, 1e-2, log=True)}

@@ -44,10 +44,10 @@ def test_train_writes_metrics_and_a_loadable_model(trained_checkpoint, toy_data,
         assert model(**batch).logits.shape == (2, 2)
 
 
-def test_label_names_name_the_saved_models_classes(tiny_checkpoint, toy_data, cache_dir, tmp_path):
+def test_label_names_name_the_saved_models_classes(trained_checkpoint, toy_data, cache_dir, tmp_path):
     out = tmp_path / "run"
     args = ["--method", "lora", "--epochs", "1", "--label-names", "clean,toxic", "--out", str(out)]
-    assert main([*_common(tiny_checkpoint, toy_data, cache_dir), *args]) == 0
+    assert main([*_common(trained_checkpoint, toy_data, cache_dir), *args]) == 0
     assert json.loads((out / "metrics.json").read_text())["label_names"] == ["clean", "toxic"]
     saved = json.loads((out / "model" / "config.json").read_text())
     assert saved["id2label"] == {"0": "clean", "1": "toxic"}
