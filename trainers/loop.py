@@ -10,7 +10,7 @@ import enum
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from trainers.data import make_loader
 from trainers.device import cuda_graphs, make_accelerator
 from trainers.evaluate import Metrics, evaluate
 from trainers.graphs import GRAPH_WIDTH_MULTIPLE, GraphedLogits, eager_logits
-from trainers.losses import classification_loss, distillation_loss
+from trainers.losses import LossParts, classification_loss, distillation_loss
 from trainers.models import (
     apply_lora,
     build_student,
@@ -66,6 +66,12 @@ class EvalRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def describe(self, metric: str) -> str:
+        """``epoch 1.00 loss 0.4321 macro_f1 0.8123``, for a progress bar."""
+        return (
+            f"epoch {self.epoch:.2f} loss {self.train_loss:.4f} {metric} {self.validation.value(metric):.4f}"
+        )
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> EvalRecord:
@@ -181,6 +187,21 @@ def make_train_loader(config: TrainConfig, task: Task, *, graphs: bool = False) 
     )
 
 
+def make_eval_loader(config: TrainConfig, task: Task) -> DataLoader:
+    """The validation batches, longest first, in the same order every time."""
+    return make_loader(
+        task.validation,
+        batch_size=config.eval_batch_size,
+        pad_token_id=task.tokenizer.pad_token_id,
+        shuffle=False,
+    )
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int) -> Any:
+    """A linear warm-up over ``config.warmup_ratio`` of the steps, then a linear decay to 0."""
+    return get_linear_schedule_with_warmup(optimizer, round(config.warmup_ratio * total_steps), total_steps)
+
+
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
     """AdamW over the trainable parameters; biases and LayerNorm weights are not decayed, as in BERT."""
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -190,6 +211,180 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
     ]
     # The fused kernel updates the 12M-entry embedding table several times faster than the default loop.
     return torch.optim.AdamW(groups, lr=config.lr, fused=True)
+
+
+@dataclass
+class RunState:
+    """How far a run has got: what an epoch-end checkpoint keeps and a resumed run starts from.
+
+    ``seconds`` is the training time spent before this process took the run over.
+    """
+
+    step: int = 0
+    seconds: float = 0.0
+    history: list[EvalRecord] = field(default_factory=list)
+    best: EvalRecord | None = None
+    best_state: dict[str, torch.Tensor] | None = None
+    status: Status = Status.COMPLETED
+    reason: str | None = None
+
+    def record(self, record: EvalRecord, stopper: EarlyStopping, metric: str, model: nn.Module) -> None:
+        """Add an evaluation; keep the model's weights when it is the best so far."""
+        self.history.append(record)
+        if stopper.update(record.validation.value(metric), record.epoch):
+            self.best, self.best_state = record, trainable_state(model)
+
+
+class LossMeter:
+    """The four loss parts summed over steps on the device, read only at evaluations.
+
+    Reading a loss on the host every step would make the CPU wait for the GPU's queue to drain
+    before launching the next step.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.sums, self.count = torch.zeros(4, device=device), 0
+
+    def add(self, parts: LossParts) -> None:
+        self.sums += torch.stack([part.detach().float() for part in parts])
+        self.count += 1
+
+    def take(self) -> tuple[list[float], int]:
+        """The means since the last call and how many steps they cover, then start again."""
+        means, count = (self.sums / self.count).tolist(), self.count
+        self.sums, self.count = torch.zeros(4, device=self.device), 0
+        return means, count
+
+
+def decide(
+    record: EvalRecord,
+    config: TrainConfig,
+    *,
+    stopper: EarlyStopping,
+    caller_stops: bool,
+    finished: bool,
+    num_labels: int,
+) -> tuple[Status, str | None]:
+    """How a run stands after ``record``: ``(COMPLETED, None)`` to go on, else how it ends and why.
+
+    A collapse is judged once both warm-ups have passed; the caller's stop and early stopping only
+    matter before the last step, after which the run is complete anyway.
+    """
+    if record.epoch >= config.collapse_warmup_epochs and record.step >= config.collapse_min_steps:
+        if (collapsed := collapse_reason(record, num_labels)) is not None:
+            return Status.COLLAPSED, collapsed
+    if finished:
+        return Status.COMPLETED, None
+    if caller_stops:
+        return Status.STOPPED, f"stopped by the caller at step {record.step}"
+    if stopper.should_stop:
+        return Status.EARLY_STOPPED, f"no {config.metric} improvement in {config.patience:g} epochs"
+    return Status.COMPLETED, None
+
+
+def judge_shipped(state: RunState, num_labels: int) -> None:
+    """Call a run that ended well but ships a one-class best evaluation ``collapsed``.
+
+    The warm-ups only keep a slow starter from being judged early; the evaluation that is shipped is
+    always judged, however short the run.
+    """
+    if state.status in (Status.COMPLETED, Status.EARLY_STOPPED) and state.best is not None:
+        if (collapsed := collapse_reason(state.best, num_labels)) is not None:
+            state.status = Status.COLLAPSED
+            state.reason = f"its best evaluation, at epoch {state.best.epoch:.2f}: {collapsed}"
+
+
+def resume(
+    path: Path | None,
+    config: TrainConfig,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    sampler: Any,
+    stopper: EarlyStopping,
+) -> RunState:
+    """Put the checkpoint at ``path`` back into the run's objects; a fresh state when there is none."""
+    if path is None or (saved := load_checkpoint(path, config)) is None:
+        return RunState()
+    restore_trainable_state(model, saved.model)
+    optimizer.load_state_dict(saved.optimizer)
+    scheduler.load_state_dict(saved.scheduler)
+    sampler.passes = saved.sampler_passes
+    history = [EvalRecord.from_dict(record) for record in saved.history]
+    best = history[saved.best_index] if saved.best_index is not None else None
+    if best is not None:
+        # The stopper's whole state is the best evaluation, which the history already holds.
+        stopper.update(best.validation.value(config.metric), best.epoch)
+    restore_rng(saved.rng)
+    return RunState(saved.step, saved.seconds, history, best, saved.best_state)
+
+
+def save(
+    path: Path,
+    config: TrainConfig,
+    state: RunState,
+    seconds: float,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    sampler: Any,
+) -> None:
+    """Write ``state`` and the run's objects to ``path``, for :func:`resume`."""
+    checkpoint = Checkpoint(
+        config=config.to_dict(),
+        step=state.step,
+        seconds=seconds,
+        model=trainable_state(model),
+        optimizer=optimizer.state_dict(),
+        scheduler=scheduler.state_dict(),
+        sampler_passes=sampler.passes,
+        history=[record.to_dict() for record in state.history],
+        best_index=state.history.index(state.best) if state.best else None,
+        best_state=state.best_state,
+        rng=capture_rng(),
+    )
+    save_checkpoint(checkpoint, path)
+
+
+def evaluate_and_decide(
+    state: RunState,
+    losses: LossMeter,
+    config: TrainConfig,
+    task: Task,
+    *,
+    model: nn.Module,
+    val_loader: DataLoader,
+    stopper: EarlyStopping,
+    on_eval: EvalCallback | None,
+    steps_per_epoch: int,
+    total_steps: int,
+) -> EvalRecord | None:
+    """Evaluate after ``state.step`` steps, set how the run stands, and return the evaluation.
+
+    A non-finite mean training loss since the last evaluation ends the run as diverged, with no
+    evaluation; otherwise the evaluation is recorded, shown to ``on_eval``, and :func:`decide` rules.
+    """
+    means, steps = losses.take()
+    if not math.isfinite(means[0]):
+        state.status = Status.DIVERGED
+        state.reason = (
+            f"training loss became {means[0]} between steps {state.step - steps + 1} and {state.step}"
+        )
+        return None
+    metrics = evaluate(model, val_loader, task.validation.labels, task.label_names)
+    record = EvalRecord(state.step, state.step / steps_per_epoch, *means, validation=metrics)
+    state.record(record, stopper, config.metric, model)
+    caller_stops = on_eval is not None and bool(on_eval(record))
+    state.status, state.reason = decide(
+        record,
+        config,
+        stopper=stopper,
+        caller_stops=caller_stops,
+        finished=state.step >= total_steps,
+        num_labels=len(task.label_names),
+    )
+    return record
 
 
 def train(
@@ -213,62 +408,31 @@ def train(
         raise ValueError("a distillation run needs a task prepared with a teacher")
     started = time.monotonic()
     set_seed(config.seed)
-    accelerator = make_accelerator()
-    graphs = cuda_graphs()
+    accelerator, graphs = make_accelerator(), cuda_graphs()
     model = build_model(config, task)
-    train_loader = make_train_loader(config, task, graphs=graphs)
-    val_loader = make_loader(
-        task.validation,
-        batch_size=config.eval_batch_size,
-        pad_token_id=task.tokenizer.pad_token_id,
-        shuffle=False,
-    )
+    train_loader, val_loader = make_train_loader(config, task, graphs=graphs), make_eval_loader(config, task)
     sampler = train_loader.batch_sampler  # its pass count decides the batch order, so checkpoints keep it
-    steps_per_epoch = len(train_loader)
-    total_steps = steps_per_epoch * config.epochs
+    steps_per_epoch, total_steps = len(train_loader), len(train_loader) * config.epochs
     optimizer = make_optimizer(model, config)
-    scheduler = get_linear_schedule_with_warmup(
-        optimizer, round(config.warmup_ratio * total_steps), total_steps
-    )
+    scheduler = make_scheduler(optimizer, config, total_steps)
     stopper = EarlyStopping(config.patience, maximize=maximizes(config.metric))
-    history: list[EvalRecord] = []
-    best: EvalRecord | None = None
-    best_state = None
-    step, seconds_before = 0, 0.0
-    if checkpoint and (saved := load_checkpoint(checkpoint, config)) is not None:
-        restore_trainable_state(model, saved.model)
-        optimizer.load_state_dict(saved.optimizer)
-        scheduler.load_state_dict(saved.scheduler)
-        sampler.passes = saved.sampler_passes
-        history = [EvalRecord.from_dict(record) for record in saved.history]
-        best = history[saved.best_index] if saved.best_index is not None else None
-        best_state = saved.best_state
-        if best is not None:
-            # The stopper's whole state is the best evaluation, which the history already holds.
-            stopper.update(best.validation.value(config.metric), best.epoch)
-        step, seconds_before = saved.step, saved.seconds
-        restore_rng(saved.rng)
+    state = resume(checkpoint, config, model, optimizer, scheduler, sampler, stopper)
     model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, val_loader, scheduler
     )
     teacher_logits = task.teacher_logits.to(accelerator.device) if config.distills else None
     logits_of = GraphedLogits(model) if graphs else eager_logits(model)
     eval_points = evaluation_points(steps_per_epoch, config.evals_per_epoch)
-    sums, count = torch.zeros(4, device=accelerator.device), 0
-    status, reason = Status.COMPLETED, None
-    bar = tqdm(
-        total=total_steps, initial=step, desc=config.method, disable=not progress, leave=False, unit="step"
-    )
+    losses = LossMeter(accelerator.device)
+    bar = tqdm(total=total_steps, initial=state.step, desc=config.method, disable=not progress, leave=False)
 
     model.train()
-    while step < total_steps and reason is None:
+    while state.step < total_steps and state.reason is None:
         for batch in train_loader:
-            epoch = step / steps_per_epoch
             logits = logits_of(batch["input_ids"], batch["attention_mask"])
             if config.distills:
-                parts = distillation_loss(
-                    logits, teacher_logits[batch["index"]], batch["labels"], config.loss, epoch=epoch
-                )
+                teacher, epoch = teacher_logits[batch["index"]], state.step / steps_per_epoch
+                parts = distillation_loss(logits, teacher, batch["labels"], config.loss, epoch=epoch)
             else:
                 parts = classification_loss(logits, batch["labels"])
             accelerator.backward(parts.total)
@@ -277,71 +441,30 @@ def train(
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            step += 1
-            # Summed on the device and read only at evaluations: reading a loss on the host every
-            # step would make the CPU wait for the GPU's queue to drain before launching the next step.
-            sums += torch.stack([p.detach().float() for p in parts])
-            count += 1
+            state.step += 1
+            losses.add(parts)
             bar.update()
-            if (step - 1) % steps_per_epoch + 1 not in eval_points:
+            if (state.step - 1) % steps_per_epoch + 1 not in eval_points:
                 continue
 
-            means = (sums / count).tolist()
-            if not math.isfinite(means[0]):
-                status = Status.DIVERGED
-                reason = f"training loss became {means[0]} between steps {step - count + 1} and {step}"
+            record = evaluate_and_decide(
+                state, losses, config, task, model=accelerator.unwrap_model(model), val_loader=val_loader,
+                stopper=stopper, on_eval=on_eval, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+            )  # fmt: skip
+            if record is not None:
+                bar.set_postfix_str(record.describe(config.metric))
+            if state.reason is not None or state.step >= total_steps:
                 break
-            sums, count = torch.zeros(4, device=accelerator.device), 0
-            metrics = evaluate(model, val_loader, task.validation.labels, task.label_names)
-            record = EvalRecord(step, step / steps_per_epoch, *means, validation=metrics)
-            history.append(record)
-            if stopper.update(metrics.value(config.metric), record.epoch):
-                best, best_state = record, trainable_state(accelerator.unwrap_model(model))
-            bar.set_postfix(
-                epoch=f"{record.epoch:.2f}",
-                loss=f"{record.train_loss:.4f}",
-                **{config.metric: f"{metrics.value(config.metric):.4f}"},
-            )
-            caller_stops = on_eval is not None and on_eval(record)
-            if record.epoch >= config.collapse_warmup_epochs and step >= config.collapse_min_steps:
-                if (collapsed := collapse_reason(record, len(task.label_names))) is not None:
-                    status, reason = Status.COLLAPSED, collapsed
-            if reason is None and caller_stops and step < total_steps:
-                status, reason = Status.STOPPED, f"stopped by the caller at step {step}"
-            if reason is None and stopper.should_stop and step < total_steps:
-                status, reason = (
-                    Status.EARLY_STOPPED,
-                    f"no {config.metric} improvement in {config.patience:g} epochs",
-                )
-            if reason is not None or step >= total_steps:
-                break
-            if checkpoint and step % steps_per_epoch == 0:
-                save_checkpoint(
-                    Checkpoint(
-                        config=config.to_dict(),
-                        step=step,
-                        seconds=seconds_before + time.monotonic() - started,
-                        model=trainable_state(accelerator.unwrap_model(model)),
-                        optimizer=optimizer.state_dict(),
-                        scheduler=scheduler.state_dict(),
-                        sampler_passes=sampler.passes,
-                        history=[record.to_dict() for record in history],
-                        best_index=history.index(best) if best else None,
-                        best_state=best_state,
-                        rng=capture_rng(),
-                    ),
-                    checkpoint,
-                )
+            if checkpoint and state.step % steps_per_epoch == 0:
+                seconds = state.seconds + time.monotonic() - started
+                model_now = accelerator.unwrap_model(model)
+                save(checkpoint, config, state, seconds, model_now, optimizer, scheduler, sampler)
     bar.close()
-    if status in (Status.COMPLETED, Status.EARLY_STOPPED) and best is not None:
-        # The warm-ups only keep a slow starter from being judged early; the evaluation that is
-        # shipped is always judged, however short the run.
-        if (collapsed := collapse_reason(best, len(task.label_names))) is not None:
-            status, reason = Status.COLLAPSED, f"its best evaluation, at epoch {best.epoch:.2f}: {collapsed}"
+    judge_shipped(state, len(task.label_names))
 
     model = accelerator.unwrap_model(model)
-    if best_state is not None:
-        restore_trainable_state(model, best_state)
+    if state.best_state is not None:
+        restore_trainable_state(model, state.best_state)
     model.eval()
-    seconds = seconds_before + time.monotonic() - started
-    return TrainResult(status, reason, best, history, model, step, seconds)
+    seconds = state.seconds + time.monotonic() - started
+    return TrainResult(state.status, state.reason, state.best, state.history, model, state.step, seconds)
