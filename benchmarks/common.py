@@ -16,8 +16,10 @@ from typing import Any
 
 import torch
 
+from search.api import StudyConfig, TrainConfig, run_study
 from search.train import prepare_seed
-from trainers.cli import quiet_libraries
+from studies.spaces import SearchSpace
+from trainers.cli import merge, quiet_libraries
 from trainers.device import mixed_precision
 
 REPO = Path(__file__).resolve().parents[1]
@@ -121,13 +123,26 @@ def submit_seed_runs(
     ]
 
 
-def subset_flags(args: argparse.Namespace) -> list[str]:
-    """The subset arguments that were given, as ``search.run`` flags."""
-    flags = []
-    for name in SUBSET_FLAGS:
-        if getattr(args, name) is not None:
-            flags += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
-    return flags
+def base_config(method: str, args: argparse.Namespace, **settings: Any) -> TrainConfig:
+    """``method``'s training settings on the benchmark's data and teacher, with its subset arguments.
+
+    Args:
+        method: ``odd``, ``even`` or ``lora``.
+        args: The benchmark's arguments (``--data``, ``--teacher`` and the subset flags).
+        settings: More training settings, as :meth:`TrainConfig.to_dict` names them.
+    """
+    data = {"dataset": args.data} | {
+        name: getattr(args, name) for name in SUBSET_FLAGS if getattr(args, name) is not None
+    }
+    values = merge(TrainConfig(method=method).to_dict(), {"data": data, "teacher": {"name": args.teacher}})
+    return TrainConfig.from_dict(merge(values, settings))
+
+
+def run_study_in_worker(
+    study: StudyConfig, base: TrainConfig, space: SearchSpace | None, cache_dir: Path
+) -> None:
+    """:func:`search.api.run_study` without progress lines, returning nothing, for a worker pool."""
+    run_study(study, base, space=space, cache_dir=cache_dir, progress=False)
 
 
 @contextlib.contextmanager

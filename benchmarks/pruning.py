@@ -55,21 +55,26 @@ from benchmarks.common import (  # noqa: E402
     add_jobs_argument,
     add_study_arguments,
     add_top_k_argument,
+    base_config,
     cache_folder,
     machine,
+    run_study_in_worker,
     submit_seed_runs,
-    subset_flags,
     wait_all,
     worker_pool,
     working_folder,
     write_json,
 )
 from reports.replay import PRUNER_SETTINGS, replay_signals  # noqa: E402
-from search import run  # noqa: E402
+from search import api  # noqa: E402
+from search.api import StudyConfig, TrainConfig  # noqa: E402
 from search.export import export_study  # noqa: E402
 from search.pruners import MEDIAN_STARTUP_TRIALS  # noqa: E402
 from search.study import best_trial, state_counts  # noqa: E402
+from search.tracking import WandbSettings  # noqa: E402
 from search.train import retrain_top_candidates  # noqa: E402
+from studies.presets import search_space  # noqa: E402
+from studies.spaces import SearchSpace  # noqa: E402
 from trainers.cli import ArgumentParser, run_main  # noqa: E402
 from trainers.config import METRICS  # noqa: E402
 from trainers.errors import ConfigError  # noqa: E402
@@ -102,25 +107,23 @@ def study_location(arm: Arm, seed: int, workdir: Path) -> tuple[str, str]:
     return f"bench-{name}", f"sqlite:///{workdir}/{name}.db"
 
 
-def study_argv(arm: Arm, seed: int, args: argparse.Namespace, workdir: Path) -> list[str]:
-    """``search.run`` arguments of ``arm``'s study with sampler ``seed``."""
+def study_configs(
+    arm: Arm, seed: int, args: argparse.Namespace, workdir: Path
+) -> tuple[StudyConfig, TrainConfig, SearchSpace]:
+    """The study settings, the trials' fixed settings and the space of ``arm``'s study with sampler ``seed``."""
     name, storage = study_location(arm, seed, workdir)
-    argv = [
-        "--method", args.method, "--trials", str(args.trials), "--pruner", arm.pruner, "--seed", str(seed),
-        "--study", name, "--storage", storage, "--wandb-mode", "disabled", "--no-progress",
-        "--dataset", args.data, "--teacher", args.teacher, "--epochs", str(args.epochs),
-        "--evals-per-epoch", str(args.evals_per_epoch), "--pruner-warmup-epochs", str(args.pruner_warmup_epochs),
-        "--pruner-patience-epochs", str(args.pruner_patience_epochs),
-        "--pruner-startup-trials", str(args.pruner_startup_trials),
-        *(["--pruner-signal", args.pruner_signal] if args.pruner_signal else []),
-        "--cache-dir", str(cache_folder(args, workdir)),
-        *subset_flags(args),
-    ]  # fmt: skip
+    study = StudyConfig(
+        trials=args.trials, name=name, storage=storage, pruner=arm.pruner, seed=seed,
+        pruner_warmup_epochs=args.pruner_warmup_epochs, pruner_patience_epochs=args.pruner_patience_epochs,
+        pruner_startup_trials=args.pruner_startup_trials, pruner_signal=args.pruner_signal,
+        wandb=WandbSettings(mode="disabled"),
+    )  # fmt: skip
+    settings: dict[str, Any] = {"epochs": args.epochs, "evals_per_epoch": args.evals_per_epoch}
     if args.batch_size is not None:
-        argv += ["--batch-size", str(args.batch_size)]
+        settings["batch_size"] = args.batch_size
     if not arm.early_stopping:
-        argv += ["--patience", "0"]
-    return argv
+        settings["patience"] = 0
+    return study, base_config(args.method, args, **settings), search_space(args.method, fixed=settings)
 
 
 def run_in_parallel(args: argparse.Namespace, workdir: Path, arms: list[str]) -> None:
@@ -130,7 +133,13 @@ def run_in_parallel(args: argparse.Namespace, workdir: Path, arms: list[str]) ->
     """
     studies = [(ARMS[name], seed) for name in arms for seed in args.seeds]
     with worker_pool(args.jobs) as pool:
-        wait_all([pool.submit(run.main, study_argv(arm, seed, args, workdir)) for arm, seed in studies])
+        cache_dir = cache_folder(args, workdir)
+        wait_all(
+            [
+                pool.submit(run_study_in_worker, *study_configs(arm, seed, args, workdir), cache_dir)
+                for arm, seed in studies
+            ]
+        )
         if not args.test_seeds:
             return
         runs = []
@@ -150,9 +159,9 @@ def run_in_parallel(args: argparse.Namespace, workdir: Path, arms: list[str]) ->
 
 def run_study(arm: Arm, seed: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """Run (or resume) the study of ``arm`` with sampler ``seed``; return its steps, trial time and best value."""
-    name, storage = study_location(arm, seed, workdir)
-    run.main(study_argv(arm, seed, args, workdir))
-    study = optuna.load_study(study_name=name, storage=storage)
+    name, _ = study_location(arm, seed, workdir)
+    settings, base, space = study_configs(arm, seed, args, workdir)
+    study = api.run_study(settings, base, space=space, cache_dir=cache_folder(args, workdir), progress=False)
     best = best_trial(study)
     counts = state_counts(study)
     test, test_trial = None, None
@@ -173,7 +182,7 @@ def run_study(arm: Arm, seed: int, args: argparse.Namespace, workdir: Path) -> d
             for t in study.trials
             if "config" in t.user_attrs
         ),
-        # Summed over trials rather than timed around run.main, so a resumed benchmark still adds up.
+        # Summed over trials rather than timed around run_study, so a resumed benchmark still adds up.
         "seconds": round(sum(t.duration.total_seconds() for t in study.trials if t.duration), 1),
         "best_value": best.value if best else None,
         "test_macro_f1": test,

@@ -30,17 +30,19 @@ from benchmarks.common import (  # noqa: E402
     add_jobs_argument,
     add_study_arguments,
     add_top_k_argument,
+    base_config,
     cache_folder,
     machine,
+    run_study_in_worker,
     submit_seed_runs,
-    subset_flags,
     wait_all,
     worker_pool,
     working_folder,
     write_json,
 )
-from search import run  # noqa: E402
+from search.api import StudyConfig, run_study  # noqa: E402
 from search.export import export_study, load_study  # noqa: E402
+from search.tracking import WandbSettings  # noqa: E402
 from search.train import format_mean_ci, retrain_candidate, retrain_top_candidates  # noqa: E402
 from trainers.cli import ArgumentParser, run_main  # noqa: E402
 from trainers.config import DataConfig, LoraSettings, LossConfig, TeacherConfig, TrainConfig  # noqa: E402
@@ -80,15 +82,15 @@ def study_storage(workdir: Path) -> str:
     return f"journal:{workdir}/quality.log"
 
 
-def study_argv(method: str, args: argparse.Namespace, workdir: Path) -> list[str]:
-    """``search.run`` arguments of ``method``'s tuning study (the same for each of its workers)."""
-    return [
-        "--method", method, "--trials", str(args.trials), "--study", f"quality-{method}",
-        "--storage", study_storage(workdir),
-        "--dataset", args.data, "--teacher", args.teacher, "--wandb-mode", "disabled", "--no-progress",
-        "--cache-dir", str(cache_folder(args, workdir)),
-        *subset_flags(args),
-    ]  # fmt: skip
+def study_configs(method: str, args: argparse.Namespace, workdir: Path) -> tuple[StudyConfig, TrainConfig]:
+    """The study settings and trials' training settings of ``method``'s tuning study (the same for each worker)."""
+    study = StudyConfig(
+        trials=args.trials,
+        name=f"quality-{method}",
+        storage=study_storage(workdir),
+        wandb=WandbSettings(mode="disabled"),
+    )
+    return study, base_config(method, args)
 
 
 def study_export(method: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -98,7 +100,7 @@ def study_export(method: str, args: argparse.Namespace, workdir: Path) -> dict[s
 
 def tuned_export(method: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """Run (or resume) a study for ``method`` and export its ``--top-k`` best trials."""
-    run.main(study_argv(method, args, workdir))
+    run_study(*study_configs(method, args, workdir), cache_dir=cache_folder(args, workdir), progress=False)
     return study_export(method, args, workdir)
 
 
@@ -111,7 +113,7 @@ def run_in_parallel(args: argparse.Namespace, workdir: Path, data: DataConfig, m
     with worker_pool(args.jobs) as pool:
         wait_all(
             [
-                pool.submit(run.main, study_argv(method, args, workdir))
+                pool.submit(run_study_in_worker, *study_configs(method, args, workdir), None, cache_dir)
                 for method in methods
                 for _ in range(args.jobs)
             ]

@@ -9,6 +9,7 @@ pruned trials dashed) and ``importance.png``. It reads storage only; it never tr
 from __future__ import annotations
 
 import csv
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -42,22 +43,34 @@ STATE_COLOURS = {
 }
 
 
-def importances(study: optuna.Study) -> dict[str, float]:
-    """Optuna's parameter importances (fANOVA) of the readable parameters (the loss weights, not the
-    simplex draws behind them), or empty until completed trials differ in value."""
+def readable_study(study: optuna.Study) -> optuna.Study | None:
+    """An in-memory copy of ``study``'s completed trials with readable parameters (the loss weights, not
+    the simplex draws behind them), or ``None`` until completed trials differ in value."""
     completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if len({trial.value for trial in completed}) < 2:
-        return {}  # with one value among completed trials, every parameter looks equally (un)important
+        return None  # with one value among completed trials, every parameter looks equally (un)important
     readable = optuna.create_study(direction=study.direction)
     for trial in completed:
         params = readable_params(trial.params, trial.user_attrs)
         # A weight is no sampled parameter, so it has no distribution of its own; each lies in [0, 1].
         distributions = {name: trial.distributions.get(name, FloatDistribution(0.0, 1.0)) for name in params}
         readable.add_trial(create_trial(value=trial.value, params=params, distributions=distributions))
+    return readable
+
+
+def importances(readable: optuna.Study | None) -> dict[str, float]:
+    """Optuna's fANOVA importances on :func:`readable_study`'s trials; empty where it has none."""
+    if readable is None:
+        return {}
     try:
-        return optuna.importance.get_param_importances(readable)
+        return optuna.importance.get_param_importances(readable, evaluator=_evaluator())
     except (RuntimeError, ValueError):  # e.g. no parameter varied across completed trials
         return {}
+
+
+def _evaluator() -> optuna.importance.FanovaImportanceEvaluator:
+    # Seeded, so the table and the plot, each computed on its own, agree.
+    return optuna.importance.FanovaImportanceEvaluator(seed=0)
 
 
 def summary_markdown(study: optuna.Study, rows: list[dict[str, Any]], weights: dict[str, float]) -> str:
@@ -73,6 +86,7 @@ def summary_markdown(study: optuna.Study, rows: list[dict[str, Any]], weights: d
         "",
         f"Method `{study.user_attrs.get('method')}`, metric `{metric}`.",
         "",
+        *_settings_lines(study.user_attrs.get("study_config")),
     ]
     lines += ["| outcome | trials | training steps | share of steps |", "|---|---:|---:|---:|"]
     for state in STATE_COLOURS:
@@ -92,6 +106,19 @@ def summary_markdown(study: optuna.Study, rows: list[dict[str, Any]], weights: d
             lines += ["", f"Importances from {completed} completed trials: a hint, not a ranking; with fewer "
                       f"than {FEW_TRIALS_FOR_IMPORTANCE} they shift as trials are added."]  # fmt: skip
     return "\n".join(lines + pruning_replay_markdown(study)) + "\n"
+
+
+def _settings_lines(config: dict[str, Any] | None) -> list[str]:
+    """The sampler and pruner settings the study was created with, as ``search.run`` recorded them."""
+    if not config:  # studies from before they were recorded
+        return []
+    pruner = config["pruner"]
+    if pruner != "none":
+        pruner += (
+            f" judging {config['pruner_signal']} (warm-up {config['pruner_warmup_epochs']:g} epochs, patience "
+            f"{config['pruner_patience_epochs']:g} epochs, {config['pruner_startup_trials']} start-up trials)"
+        )
+    return [f"Sampler {config['sampler']} (seed {config['seed']}), pruner {pruner}.", ""]
 
 
 def pruning_replay_markdown(study: optuna.Study) -> list[str]:
@@ -134,7 +161,12 @@ def pruning_replay_markdown(study: optuna.Study) -> list[str]:
 
 
 def plot_history(study: optuna.Study, path: Path) -> None:
-    """Each finished trial's value, coloured by outcome, and the best value so far."""
+    """Each finished trial's value, coloured by outcome, and the best value so far.
+
+    Drawn here rather than by ``optuna.visualization.matplotlib.plot_optimization_history``, which
+    plots a pruned trial at its Optuna value (the pruner's signal, ROC AUC by default) and cannot
+    tell collapsed and diverged trials from pruned ones.
+    """
     trials = [t for t in study.get_trials(deepcopy=False) if t.state != TrialState.RUNNING]
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -160,8 +192,8 @@ def plot_history(study: optuna.Study, path: Path) -> None:
 
 
 def plot_curves(study: optuna.Study, path: Path) -> None:
-    """What each trial reported per evaluation (its best pruner signal so far, by default the metric);
-    pruned and cut-short trials dashed."""
+    """What each trial reported per evaluation (its best pruner signal so far); pruned and cut-short
+    trials dashed, which ``plot_intermediate_values`` cannot show."""
     fig, ax = plt.subplots(figsize=(7, 4))
     for trial in study.get_trials(deepcopy=False):
         if not trial.intermediate_values:
@@ -178,21 +210,23 @@ def plot_curves(study: optuna.Study, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_importance(weights: dict[str, float], path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(6, 0.4 * len(weights) + 1))
-    names = list(weights)[::-1]
-    ax.barh(names, [weights[name] for name in names], color="tab:blue")
-    ax.set(xlabel="importance (fANOVA)", title="what mattered")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+def plot_importance(readable: optuna.Study, path: Path) -> None:
+    """Optuna's own importance plot of :func:`readable_study`'s trials."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        ax = optuna.visualization.matplotlib.plot_param_importances(readable, evaluator=_evaluator())
+    ax.figure.set_size_inches(7, 0.4 * len(readable.best_params) + 1.5)
+    ax.figure.tight_layout()
+    ax.figure.savefig(path, dpi=120)
+    plt.close(ax.figure)
 
 
 def write_report(study: optuna.Study, out: Path) -> list[Path]:
     """Write every table and plot for ``study`` into ``out``; return the files written."""
     out.mkdir(parents=True, exist_ok=True)
     rows = trial_rows(study)
-    weights = importances(study)
+    readable = readable_study(study)
+    weights = importances(readable)
     columns = list(dict.fromkeys(key for row in rows for key in row))
     with open(out / "trials.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
@@ -203,7 +237,7 @@ def write_report(study: optuna.Study, out: Path) -> list[Path]:
     plot_curves(study, out / "curves.png")
     written = [out / name for name in ("trials.csv", "summary.md", "history.png", "curves.png")]
     if weights:
-        plot_importance(weights, out / "importance.png")
+        plot_importance(readable, out / "importance.png")
         written.append(out / "importance.png")
     return written
 

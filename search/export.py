@@ -59,7 +59,7 @@ def export_study(study: optuna.Study, *, top_k: int = 1, storage: str | None = N
         ToxituneError: The study has no completed trial.
     """
     if top_k < 1:
-        raise ConfigError(f"--top-k must be at least 1, but got {top_k}")
+        raise ConfigError(f"top_k (--top-k) must be at least 1, but got {top_k}")
     ranked = ranked_trials(study)
     if not ranked:
         raise ToxituneError(f"study {study.study_name!r} has no completed trial yet; run more trials first")
@@ -77,6 +77,8 @@ def export_study(study: optuna.Study, *, top_k: int = 1, storage: str | None = N
         "metric": attrs.get("metric"),
         "direction": study.direction.name.lower(),
         "data": attrs.get("data"),
+        # The sampler and pruner settings the study was created with (search.config.StudyConfig).
+        "study_config": attrs.get("study_config"),
         "candidates": [_candidate(trial, rank) for rank, trial in enumerate(ranked[:top_k], start=1)],
         "environment": environment(),
     }
@@ -150,12 +152,15 @@ def read_document(path: Path) -> dict[str, Any]:
         raise ConfigError(
             f"{path}: not a toxitune export (version {EXPORT_VERSION}); write one with python -m search.export"
         )
-    _check_export(document, path)
-    return document
+    return check_export(document, str(path))
 
 
-def _check_export(document: dict[str, Any], path: Path) -> None:
-    """Raise a ConfigError naming what a hand-edited or truncated export lacks."""
+def check_export(document: dict[str, Any], path: str) -> dict[str, Any]:
+    """``document``, once it is known to hold what a retrain reads.
+
+    Raises:
+        ConfigError: What a hand-edited or truncated export lacks, named after ``path``, where it came from.
+    """
     advice = "write it again with python -m search.export"
     missing = [key for key in ("study", "metric") if key not in document]
     if missing:
@@ -178,6 +183,7 @@ def _check_export(document: dict[str, Any], path: Path) -> None:
             raise ConfigError(
                 f"{where}: config has no {', '.join(missing)}; toxitune fills in no defaults here"
             )
+    return document
 
 
 def _setting(config: dict[str, Any], path: str) -> Any:
@@ -185,6 +191,26 @@ def _setting(config: dict[str, Any], path: str) -> Any:
     for key in path.split("."):
         value = value.get(key) if isinstance(value, dict) else None
     return value
+
+
+def export_best(
+    study: str, storage: str = DEFAULT_STORAGE, *, top_k: int = 1, out: Path | None = None
+) -> dict[str, Any]:
+    """The export document of stored study ``study``'s ``top_k`` best trials, also written to ``out``.
+
+    Args:
+        study: The study's name.
+        storage: Its storage URL; a missing database file is an error, never created.
+        top_k: How many of the best completed trials to export.
+        out: A ``.yaml``, ``.yml`` or ``.json`` file to write, if any.
+
+    Raises:
+        ToxituneError: No such study, no completed trial, or a study toxitune did not create.
+    """
+    document = export_study(load_study(study, storage), top_k=top_k, storage=storage)
+    if out is not None:
+        write_document(document, out)
+    return document
 
 
 def build_parser() -> ArgumentParser:
@@ -202,8 +228,7 @@ def build_parser() -> ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    document = export_study(load_study(args.study, args.storage), top_k=args.top_k, storage=args.storage)
-    write_document(document, args.out)
+    document = export_best(args.study, args.storage, top_k=args.top_k, out=args.out)
     for candidate in document["candidates"]:
         print(
             f"#{candidate['rank']}: trial {candidate['trial']}, validation {document['metric']} {candidate['validation_score']:.4f}"

@@ -14,6 +14,7 @@ from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial
 
 from trainers.config import MetricName
+from trainers.errors import ConfigError
 
 PrunerName = Literal["median", "hyperband", "none"]
 
@@ -61,7 +62,7 @@ class SpareImprovingPruner(optuna.pruners.BasePruner):
 
     def __init__(self, pruner: optuna.pruners.BasePruner, patience: int) -> None:
         if patience < 0:
-            raise ValueError(f"patience must be >= 0, but got {patience}")
+            raise ConfigError(f"patience must be >= 0, but got {patience}")
         self.pruner = pruner
         self.patience = patience
 

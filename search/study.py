@@ -7,7 +7,6 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import optuna
@@ -15,57 +14,18 @@ from optuna.distributions import BaseDistribution
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from search.pruners import MEDIAN_STARTUP_TRIALS, PrunerName, make_pruner, reports_within
+from search.config import SamplerName, StudyConfig
+from search.pruners import make_pruner, reports_within
 from search.storage import fail_abandoned_trials, watched
 from studies.spaces import readable_params
 from trainers.cli import raise_if_interrupted
-from trainers.config import MetricName, maximizes
+from trainers.config import maximizes
 from trainers.errors import ToxituneError
 
-SamplerName = Literal["tpe", "random"]
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 MAX_FAILURES_IN_A_ROW = 3
 # Seconds between looks at the trials other workers run, while this one waits for them to end.
 POLL_SECONDS = 5.0
-
-
-@dataclass(frozen=True)
-class StudySettings:
-    """How a study is stored, sampled and pruned."""
-
-    name: str
-    storage: str
-    trials: int
-    sampler: SamplerName = "tpe"
-    seed: int = 0
-    pruner: PrunerName = "median"
-    pruner_warmup_epochs: float = 0.0
-    pruner_patience_epochs: float = 0.0
-    pruner_signal: MetricName = "macro_f1"
-    pruner_startup_trials: int = MEDIAN_STARTUP_TRIALS
-    timeout: float | None = None
-    direction: Literal["maximize", "minimize"] = "maximize"
-
-    def __post_init__(self) -> None:
-        if self.trials < 1:
-            raise ToxituneError(f"--trials must be at least 1, but got {self.trials}")
-        if self.pruner_warmup_epochs < 0:
-            raise ToxituneError(f"--pruner-warmup-epochs must be >= 0, but got {self.pruner_warmup_epochs}")
-        if self.pruner_patience_epochs < 0:
-            raise ToxituneError(
-                f"--pruner-patience-epochs must be >= 0, but got {self.pruner_patience_epochs}"
-            )
-        if self.pruner_startup_trials < 1:
-            raise ToxituneError(
-                f"--pruner-startup-trials must be at least 1, but got {self.pruner_startup_trials}"
-            )
-        if maximizes(self.pruner_signal) != (self.direction == "maximize"):
-            raise ToxituneError(
-                f"--pruner-signal {self.pruner_signal} improves the other way from the study's metric, which "
-                f"the study {self.direction}s; choose a signal that improves with it"
-            )
-        if self.timeout is not None and self.timeout <= 0:
-            raise ToxituneError(f"--timeout must be positive, but got {self.timeout}")
 
 
 def make_sampler(name: SamplerName, seed: int) -> optuna.samplers.BaseSampler:
@@ -134,36 +94,40 @@ class FirstTrialSeeded(optuna.samplers.BaseSampler):
 
 
 def open_study(
-    settings: StudySettings,
+    config: StudyConfig,
     *,
     storage: BaseStorage,
+    direction: Literal["maximize", "minimize"],
     evaluations: int,
     evals_per_epoch: int,
     attrs: dict[str, object],
 ) -> optuna.Study:
-    """Create the study in ``storage`` (opened from ``settings.storage``) or load it to resume.
+    """Create the study ``config.name`` in ``storage`` (opened from ``config.storage``) or load it to resume.
 
-    ``attrs`` must match what the study was created with.
+    ``attrs`` must match what the study was created with; ``config`` itself is recorded once, as the
+    study was created, in the user attribute ``study_config``.
 
     Raises:
-        ToxituneError: The study exists with another method or metric.
+        ToxituneError: The study exists with other ``attrs``.
     """
     study = optuna.create_study(
-        study_name=settings.name,
+        study_name=config.name,
         storage=storage,
-        direction=settings.direction,
-        sampler=make_sampler(settings.sampler, settings.seed),
+        direction=direction,
+        sampler=make_sampler(config.sampler, config.seed),
         pruner=make_pruner(
-            settings.pruner,
+            config.pruner,
             evaluations=evaluations,
-            warmup=reports_within(settings.pruner_warmup_epochs, evals_per_epoch),
-            patience=reports_within(settings.pruner_patience_epochs, evals_per_epoch),
-            startup_trials=settings.pruner_startup_trials,
+            warmup=reports_within(config.pruner_warmup_epochs, evals_per_epoch),
+            patience=reports_within(config.pruner_patience_epochs, evals_per_epoch),
+            startup_trials=config.pruner_startup_trials,
         ),
         load_if_exists=True,
     )
     for key, value in attrs.items():
         pin_attr(study, key, value)
+    if "study_config" not in study.user_attrs:
+        study.set_user_attr("study_config", config.recorded())
     return study
 
 
@@ -210,26 +174,28 @@ def finished_count(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
-def shortfall(study: optuna.Study, settings: StudySettings) -> str | None:
+def shortfall(study: optuna.Study, config: StudyConfig) -> str | None:
     """How many finished trials the study lacks and why, in one line; ``None`` when it has them all.
 
     After :func:`run_until` that is its timeout, or trials other workers still run that it could not
     wait on.
     """
-    missing = settings.trials - finished_count(study)
+    missing = config.trials - finished_count(study)
     if missing <= 0:
         return None
     running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-    why = f"{running} still running in other workers" if running else "--timeout passed"
-    return f"{missing} of {settings.trials} trials missing ({why}); run the same command again to finish the study"
+    why = f"{running} still running in other workers" if running else "the timeout passed"
+    return (
+        f"{missing} of {config.trials} trials missing ({why}); run the same command again to finish the study"
+    )
 
 
 def run_until(
     study: optuna.Study,
     objective: Callable[[optuna.Trial], float],
-    settings: StudySettings,
+    config: StudyConfig,
 ) -> list[int]:
-    """Run trials until the study holds ``settings.trials`` finished ones, or the timeout passes.
+    """Run trials until the study holds ``config.trials`` finished ones, or ``config.timeout`` passes.
 
     Trials no worker will finish (see :func:`~search.storage.fail_abandoned_trials`) are marked FAIL
     first; finished trials are never rerun. Trials other workers are running count too, so workers
@@ -245,16 +211,16 @@ def run_until(
         ToxituneError: Several trials in a row failed with an error (a bug, not a bad config).
     """
     orphans = fail_abandoned_trials(study)
-    deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
+    deadline = None if config.timeout is None else time.monotonic() + config.timeout
     failures = 0
     last: list[FrozenTrial] = []
     waiting = False
-    while (finished := finished_count(study)) < settings.trials:
+    while (finished := finished_count(study)) < config.trials:
         remaining = None if deadline is None else deadline - time.monotonic()
         if remaining is not None and remaining <= 0:
             break
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        if finished + len(running) >= settings.trials:
+        if finished + len(running) >= config.trials:
             if not any(watched(study, trial) for trial in running):
                 break
             if not waiting:

@@ -4,8 +4,8 @@ This is the only module that imports wandb, and it imports it lazily, so a study
 ``"disabled"`` never loads it. Tracking is best effort: any W&B error prints one warning and turns
 tracking off for the rest of the study, and never stops a trial.
 
-Offline runs are written to ``<dir>/wandb/offline-run-*`` and can be read back without W&B's servers
-with :func:`find_offline_runs` and :func:`read_offline_run`, or uploaded later with ``wandb sync``.
+Offline runs are written to ``<dir>/wandb/offline-run-*``: ``wandb sync`` uploads them, and
+``wandb leet inspect`` shows what they hold.
 
 Example::
 
@@ -23,17 +23,16 @@ import functools
 import json
 import netrc
 import os
-import struct
 import sys
-import time
-import zlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, get_args
 from urllib.parse import urlsplit
 
 from search.storage import redact
+from trainers.errors import ConfigError
+from trainers.settings import described, require
 
 WandbMode = Literal["online", "offline", "disabled"]
 
@@ -57,25 +56,22 @@ EVAL_KEYS: dict[str, tuple[str, ...]] = {
 
 @dataclass(frozen=True)
 class WandbSettings:
-    """Where and how a study is tracked.
+    """Where and how a study is tracked; ``search.run`` gives each a ``--wandb-`` flag."""
 
-    Args:
-        project: W&B project.
-        entity: W&B user or team; ``None`` uses the account's default.
-        mode: ``"online"``, ``"offline"`` or ``"disabled"``; ``None`` picks one with :func:`resolve_mode`.
-        dir: folder under which W&B writes its ``wandb/`` folder; ``None`` is the current directory.
-    """
-
-    project: str = "toxitune"
-    entity: str | None = None
-    mode: WandbMode | None = None
-    dir: Path | None = None
+    project: str = field(default="toxitune", metadata=described("W&B project"))
+    entity: str | None = field(default=None, metadata=described("W&B entity (default: your default entity)"))
+    mode: WandbMode | None = field(
+        default=None,
+        metadata=described("W&B mode (default: online with an API key, else offline for `wandb sync`)"),
+    )
+    dir: Path | None = field(default=None, metadata=described("where W&B keeps its files (default: ./wandb)"))
 
     def __post_init__(self) -> None:
-        if not self.project:
-            raise ValueError(f"project must be a non-empty name, but got {self.project!r}")
-        if self.mode is not None and self.mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)} or None, but got {self.mode!r}")
+        require(bool(self.project), f"wandb project must be a non-empty name, but got {self.project!r}")
+        require(
+            self.mode is None or self.mode in MODES,
+            f"wandb mode must be one of {', '.join(MODES)} or None, but got {self.mode!r}",
+        )
         if self.dir is not None and not isinstance(self.dir, Path):
             object.__setattr__(self, "dir", Path(self.dir))
 
@@ -159,9 +155,9 @@ class StudyTracker:
         self, settings: WandbSettings, *, study_name: str, method: str, tags: Sequence[str] = ()
     ) -> None:
         if not study_name:
-            raise ValueError(f"study_name must be a non-empty name, but got {study_name!r}")
+            raise ConfigError(f"study_name must be a non-empty name, but got {study_name!r}")
         if not method:
-            raise ValueError(f"method must be a non-empty name, but got {method!r}")
+            raise ConfigError(f"method must be a non-empty name, but got {method!r}")
         self.settings = settings
         self.study_name = study_name
         self.method = method
@@ -332,216 +328,3 @@ def _is_scalar(value: Any) -> bool:
 
 def _cell(value: Any) -> Any:
     return value if value is None or _is_scalar(value) else json.dumps(value, default=str)
-
-
-# Reading offline runs back.
-
-# The .wandb file is a LevelDB-style log of protobuf ``Record``s (see leveldb's doc/log_format.md):
-# a 7-byte file header, then 32 KiB blocks of chunks, each with a 7-byte header.
-FILE_IDENT = b":W&B"
-FILE_MAGIC = 0xBEE1
-FILE_VERSION = 0
-FILE_HEADER = struct.Struct("<4sHB")
-CHUNK_HEADER = struct.Struct("<IHB")
-BLOCK_SIZE = 32768
-FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
-
-
-@dataclass(frozen=True)
-class OfflineRun:
-    """What a finished offline run recorded.
-
-    Args:
-        path: the run's folder.
-        run_id: W&B's id of the run.
-        name: the run's display name.
-        group: the run's group (the study).
-        job_type: the run's job type (the method, or ``study-summary``).
-        tags: the run's tags.
-        config: the run's config, without W&B's own ``_wandb`` entry.
-        history: the logged rows in order, each with W&B's ``_step``, ``_runtime`` and ``_timestamp``.
-        summary: the final summary, without W&B's own ``_wandb`` entry.
-        exit_code: the exit code the run finished with, or ``None`` if it never finished.
-    """
-
-    path: Path
-    run_id: str
-    name: str
-    group: str
-    job_type: str
-    tags: tuple[str, ...]
-    config: dict[str, Any]
-    history: list[dict[str, Any]]
-    summary: dict[str, Any]
-    exit_code: int | None
-
-    def table(self, key: str) -> list[dict[str, Any]]:
-        """The rows of the last table logged under ``key``, as dicts keyed by column.
-
-        Args:
-            key: the key the table was logged under, such as ``"trials"``.
-        """
-        reference = self.summary.get(key)
-        if not isinstance(reference, dict) or "path" not in reference:
-            raise KeyError(f"run {self.run_id} has no table {key!r}")
-        table = json.loads((self.path / "files" / reference["path"]).read_text())
-        return [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
-
-
-def find_offline_runs(wandb_dir: Path) -> list[Path]:
-    """The offline run folders in a W&B folder, in the order they started (to the second).
-
-    Args:
-        wandb_dir: the ``wandb`` folder that W&B wrote, or the folder that holds it.
-    """
-    folders = [wandb_dir, wandb_dir / "wandb"]
-    return sorted(
-        (
-            run
-            for folder in folders
-            if folder.is_dir()
-            for run in folder.glob("offline-run-*")
-            if run.is_dir() and not run.is_symlink() and any(run.glob("*.wandb"))
-        ),
-        key=lambda run: run.name,
-    )
-
-
-def read_offline_run(run_dir: Path, *, timeout: float = 0.0) -> OfflineRun:
-    """Read back an offline run from its ``.wandb`` file, with wandb's own protobuf ``Record``.
-
-    ``run.finish()`` returns before W&B's service has written the whole file, so a run read back in
-    the process that tracked it may look unfinished for a moment: ``timeout`` waits for it.
-
-    Args:
-        run_dir: a run folder, such as ``wandb/offline-run-20260101_120000-abcd1234``.
-        timeout: seconds to wait for the run's exit record before reading what is there.
-    """
-    files = sorted(run_dir.glob("*.wandb"))
-    if len(files) != 1:
-        raise FileNotFoundError(f"expected one .wandb file in {run_dir}, but found {len(files)}")
-    deadline = time.monotonic() + timeout
-    while True:
-        run = _parse_run(run_dir, files[0])
-        if run.exit_code is not None or time.monotonic() >= deadline:
-            return run
-        time.sleep(0.05)
-
-
-def _parse_run(run_dir: Path, path: Path) -> OfflineRun:
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    run_id = name = group = job_type = ""
-    tags: tuple[str, ...] = ()
-    config: dict[str, Any] = {}
-    history: list[dict[str, Any]] = []
-    summary: dict[str, Any] = {}
-    exit_code: int | None = None
-    for data in _read_records(path):
-        record = pb.Record()
-        record.ParseFromString(data)
-        kind = record.WhichOneof("record_type")
-        if kind == "run":
-            run = record.run
-            run_id, name, group, job_type = run.run_id, run.display_name, run.run_group, run.job_type
-            tags = tuple(run.tags)
-            _apply(config, run.config.update, run.config.remove)
-            _apply(summary, run.summary.update, run.summary.remove)
-        elif kind == "config":
-            _apply(config, record.config.update, record.config.remove)
-        elif kind == "summary":
-            _apply(summary, record.summary.update, record.summary.remove)
-        elif kind == "history":
-            row: dict[str, Any] = {}
-            for item in record.history.item:
-                _set(row, _item_path(item), _history_value(item))
-            history.append(row)
-        elif kind == "exit":
-            exit_code = record.exit.exit_code
-    config.pop("_wandb", None)
-    summary.pop("_wandb", None)
-    return OfflineRun(
-        path=run_dir,
-        run_id=run_id,
-        name=name,
-        group=group,
-        job_type=job_type,
-        tags=tags,
-        config=config,
-        history=history,
-        summary=summary,
-        exit_code=exit_code,
-    )
-
-
-def _read_records(path: Path) -> Iterator[bytes]:
-    """The serialized records of a ``.wandb`` file; a record cut off at the end (a crash) is dropped."""
-    data = path.read_bytes()
-    if len(data) < FILE_HEADER.size:
-        raise ValueError(f"{path} is not a .wandb file: too short")
-    ident, magic, version = FILE_HEADER.unpack_from(data)
-    if (ident, magic, version) != (FILE_IDENT, FILE_MAGIC, FILE_VERSION):
-        raise ValueError(f"{path} is not a version {FILE_VERSION} .wandb file: header {data[:7]!r}")
-    position, pending = FILE_HEADER.size, bytearray()
-    while position + CHUNK_HEADER.size <= len(data):
-        left_in_block = BLOCK_SIZE - position % BLOCK_SIZE
-        if left_in_block < CHUNK_HEADER.size:
-            position += left_in_block  # the block's zero trailer
-            continue
-        checksum, length, kind = CHUNK_HEADER.unpack_from(data, position)
-        start = position + CHUNK_HEADER.size
-        chunk = data[start : start + length]
-        if kind == 0 and length == 0:
-            position += left_in_block  # zero padding to the end of the block
-            continue
-        if len(chunk) < length:
-            return
-        if zlib.crc32(chunk, zlib.crc32(bytes([kind]))) != checksum:
-            raise ValueError(f"{path}: bad checksum at byte {position}")
-        position = start + length
-        if kind == FULL:
-            yield chunk
-        elif kind == FIRST:
-            pending = bytearray(chunk)
-        elif kind in (MIDDLE, LAST):
-            pending += chunk
-            if kind == LAST:
-                yield bytes(pending)
-                pending = bytearray()
-        else:
-            raise ValueError(f"{path}: unknown chunk type {kind} at byte {position}")
-
-
-def _item_path(item: Any) -> list[str]:
-    return list(item.nested_key) if item.nested_key else [item.key]
-
-
-def _history_value(item: Any) -> Any:
-    kind = item.WhichOneof("value")
-    if kind is None:
-        return json.loads(item.value_json)
-    if kind == "none":
-        return None
-    if kind == "json":
-        return json.loads(item.json)
-    return getattr(item, kind)
-
-
-def _apply(target: dict[str, Any], updates: Any, removes: Any) -> None:
-    for item in updates:
-        _set(target, _item_path(item), json.loads(item.value_json))
-    for item in removes:
-        *parents, last = _item_path(item)
-        node = _lookup(target, tuple(parents)) if parents else target
-        if isinstance(node, dict):
-            node.pop(last, None)
-
-
-def _set(target: dict[str, Any], path: list[str], value: Any) -> None:
-    *parents, last = path
-    for key in parents:
-        child = target.get(key)
-        if not isinstance(child, dict):
-            child = target[key] = {}
-        target = child
-    target[last] = value

@@ -17,10 +17,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from search.export import read_document
+from search.export import check_export, read_document
 from trainers.cli import ArgumentParser, run_main
 from trainers.config import TrainConfig, maximizes
-from trainers.errors import ConfigError
+from trainers.settings import require
 
 if TYPE_CHECKING:
     from trainers.loop import TrainResult
@@ -44,11 +44,9 @@ def mean_ci(values: list[float], confidence: float = 0.95) -> dict[str, Any]:
     mean = statistics.fmean(values) if values else math.nan
     half = None
     if len(values) > 1:
-        half = (
-            stats.t.ppf((1 + confidence) / 2, len(values) - 1)
-            * statistics.stdev(values)
-            / math.sqrt(len(values))
-        )
+        sem = stats.sem(values)
+        # scipy gives nan for a zero-width interval, which seeds that all score alike have.
+        half = 0.0 if sem == 0 else float(stats.t.interval(confidence, len(values) - 1, scale=sem)[1])
     return {"mean": mean, "ci95": half, "values": values, "n": len(values)}
 
 
@@ -136,7 +134,7 @@ def stored_report(path: Path, config: TrainConfig) -> dict[str, Any] | None:
     if not path.exists():
         return None
     report = json.loads(path.read_text())
-    return report if report["config"] == json.loads(json.dumps(config.to_dict())) else None
+    return report if config.matches(report["config"]) else None
 
 
 def train_seed(
@@ -235,43 +233,76 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.seeds < 1:
-        raise ConfigError(f"--seeds must be at least 1, but got {args.seeds}")
-    if args.top_k < 1:
-        raise ConfigError(f"--top-k must be at least 1, but got {args.top_k}")
-    document = read_document(args.config)
+def retrain(
+    export: dict[str, Any] | Path | str,
+    *,
+    out: Path,
+    seeds: int = 3,
+    top_k: int = 1,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Retrain an export's ``top_k`` best candidates over ``seeds`` seeds each and ship the winner.
+
+    Writes ``out/metrics.json`` (the returned report) and ``out/model``, the winner's best-validation
+    seed that neither collapsed nor diverged. Finished seeds under ``out`` are read, not retrained.
+
+    Args:
+        export: An export document (:func:`search.export.export_best`) or the file holding one.
+        out: Output folder.
+        seeds: Seeds per candidate, starting at each candidate's own.
+        top_k: How many of the export's candidates to retrain.
+        cache_dir: Cache for tokens and teachers (default: ``~/.cache/toxitune``).
+        progress: Show progress bars.
+
+    Returns:
+        ``study``, ``metric``, ``winner`` (its trial number) and each candidate's results.
+
+    Raises:
+        ConfigError: A bad count, or an export that is incomplete or holds fewer candidates.
+    """
+    require(seeds >= 1, f"seeds (--seeds) must be at least 1, but got {seeds}")
+    require(top_k >= 1, f"top_k (--top-k) must be at least 1, but got {top_k}")
+    document = check_export(export, "the export") if isinstance(export, dict) else read_document(Path(export))
     candidates = document["candidates"]
-    if args.top_k > len(candidates):
-        raise ConfigError(
-            f"--top-k {args.top_k} but {args.config} holds {len(candidates)} candidates; export with --top-k"
-        )
+    require(
+        top_k <= len(candidates),
+        f"top_k (--top-k) is {top_k} but the export holds {len(candidates)} candidates; export with --top-k",
+    )
     from trainers.cache import default_cache_dir
 
     results, winner = retrain_top_candidates(
-        document,
-        args.seeds,
-        top_k=args.top_k,
-        out=args.out,
-        cache_dir=args.cache_dir or default_cache_dir(),
-        progress=not args.no_progress,
+        document, seeds, top_k=top_k, out=out, cache_dir=cache_dir or default_cache_dir(), progress=progress
     )
-    shutil.rmtree(args.out / "model", ignore_errors=True)
+    shutil.rmtree(out / "model", ignore_errors=True)
     if winner["model"]:
-        shutil.copytree(winner["model"], args.out / "model")
+        shutil.copytree(winner["model"], out / "model")
     report = {
         "study": document["study"],
         "metric": document["metric"],
         "winner": winner["trial"],
         "candidates": results,
     }
-    (args.out / "metrics.json").write_text(json.dumps(report, indent=2))
-    for result in results:
+    (out / "metrics.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    report = retrain(
+        args.config,
+        out=args.out,
+        seeds=args.seeds,
+        top_k=args.top_k,
+        cache_dir=args.cache_dir,
+        progress=not args.no_progress,
+    )
+    winner = next(result for result in report["candidates"] if result["trial"] == report["winner"])
+    for result in report["candidates"]:
         val, test = result["validation"], result["test"]["macro_f1"]
         mark = "*" if result is winner else " "
         print(
-            f"{mark} trial {result['trial']}: validation {document['metric']} {format_mean_ci(val)}, "
+            f"{mark} trial {result['trial']}: validation {report['metric']} {format_mean_ci(val)}, "
             f"test macro-F1 {format_mean_ci(test)}, failed seeds {result['failed_seeds'] or 'none'}"
         )
     print(f"winner: trial {winner['trial']}; wrote {args.out}")

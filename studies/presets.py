@@ -1,8 +1,9 @@
 """Study presets: TOML files in ``studies/presets`` that set a study's data, teacher and search space.
 
 A preset file has a ``description``, a ``[config]`` table of :class:`~trainers.config.TrainConfig`
-settings (nested tables ``[config.data]``, ``[config.teacher]``, ...) and a ``[space]`` table whose
-entries replace or add search ranges, keyed by setting path::
+settings (nested tables ``[config.data]``, ``[config.teacher]``, ...), a ``[study]`` table of study
+settings (``trials``, ``pruner``, ... : the fields of ``search.config.StudyConfig``, checked there) and
+a ``[space]`` table whose entries replace or add search ranges, keyed by setting path::
 
     [space.lr]
     low = 1e-4
@@ -18,11 +19,20 @@ A relative ``[config.data] dataset`` is resolved against the preset's folder whe
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from studies.spaces import Distribution, config_paths, distribution_from_toml
+from studies.spaces import (
+    LOSS_WEIGHTS,
+    WEIGHT_NAMES,
+    Distribution,
+    SearchSpace,
+    config_paths,
+    default_space,
+    distribution_from_toml,
+)
 from trainers.errors import ConfigError
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -35,6 +45,7 @@ class Preset:
     name: str
     description: str = ""
     config: dict[str, Any] = field(default_factory=dict)
+    study: dict[str, Any] = field(default_factory=dict)
     space: dict[str, Distribution] = field(default_factory=dict)
 
 
@@ -60,10 +71,10 @@ def load_preset(name: str) -> Preset:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"preset {path}: invalid TOML ({error})") from error
-    unknown = set(raw) - {"description", "config", "space"}
+    unknown = set(raw) - {"description", "config", "study", "space"}
     if unknown:
         raise ConfigError(
-            f"preset {path}: unknown tables {sorted(unknown)}; use description, config and space"
+            f"preset {path}: unknown tables {sorted(unknown)}; use description, config, study and space"
         )
     config = raw.get("config", {})
     data = config.get("data") if isinstance(config, dict) else None
@@ -78,4 +89,20 @@ def load_preset(name: str) -> Preset:
                 f"preset {path}: [space] entry {key!r} is not a setting; settings are {sorted(known)}"
             )
         space[key] = distribution_from_toml(key, spec)
-    return Preset(name=path.stem, description=raw.get("description", ""), config=config, space=space)
+    study = raw.get("study", {})
+    if not isinstance(study, dict):
+        raise ConfigError(f"preset {path}: study must be a table of study settings, but got {study!r}")
+    return Preset(
+        name=path.stem, description=raw.get("description", ""), config=config, study=study, space=space
+    )
+
+
+def search_space(method: str, preset: Preset | None = None, fixed: Collection[str] = ()) -> SearchSpace:
+    """``method``'s space, widened or narrowed by ``preset``, without the settings in ``fixed``.
+
+    A fixed loss weight fixes the simplex the three are drawn on, so it leaves the space too.
+    """
+    space = {**default_space(method), **(preset.space if preset else {})}
+    if set(fixed) & {f"loss.{name}" for name in WEIGHT_NAMES}:
+        space.pop(LOSS_WEIGHTS, None)
+    return {path: distribution for path, distribution in space.items() if path not in fixed}

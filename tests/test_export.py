@@ -177,7 +177,7 @@ def test_export_errors_are_one_line_exit_2(tmp_path):
         (["--study", "empty", "--storage", storage, "--out", "b.yaml"], "has no completed trial"),
         (
             ["--study", "empty", "--storage", storage, "--out", "b.yaml", "--top-k", "0"],
-            "--top-k must be at least 1",
+            "top_k (--top-k) must be at least 1",
         ),
     ]
     for args, message in cases:
@@ -227,7 +227,7 @@ def test_retrain_errors_are_one_line_exit_2(tmp_path):
         (["--config", "missing.yaml", "--out", "o"], "file not found"),
         (["--config", "string.yaml", "--out", "o"], "'candidates' must be a non-empty list"),
         (["--config", "other.yaml", "--out", "o"], "not a toxitune export"),
-        (["--config", "other.yaml", "--out", "o", "--seeds", "0"], "--seeds must be at least 1"),
+        (["--config", "other.yaml", "--out", "o", "--seeds", "0"], "seeds (--seeds) must be at least 1"),
     ]
     for args, message in cases:
         code, lines = _cli("search.train", *args, cwd=tmp_path)

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from trainers.cache import load_tensors, save_tensors
 from trainers.errors import ConfigError
 from trainers.evaluate import Metrics, evaluate_split
 from trainers.loop import EarlyStopping, EvalRecord, Status, collapse_reason, evaluation_points, train
@@ -192,6 +193,20 @@ def test_an_interrupted_run_continues_from_its_last_epoch(make_config, lora_task
 
     with pytest.raises(ConfigError, match="other settings"):
         train(make_config("lora", epochs=5), lora_task, progress=False, checkpoint=checkpoint)
+
+
+def test_a_checkpoint_without_a_setting_added_since_still_resumes(make_config, lora_task, tmp_path):
+    config = make_config("lora", epochs=2, patience=0, collapse_warmup_epochs=99)
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train(config, lora_task, on_eval=_interrupt_after_first_epoch, progress=False, checkpoint=checkpoint)
+    saved = load_tensors(checkpoint)
+    del saved["config"]["collapse_min_steps"]  # as a version without that setting wrote it
+    save_tensors(saved, checkpoint)
+    evaluated = []
+    resumed = train(config, lora_task, on_eval=evaluated.append, progress=False, checkpoint=checkpoint)
+    assert [record.epoch for record in evaluated] == [2.0], "the first epoch was read back, not trained"
+    assert len(resumed.history) == 2
 
 
 def test_a_resumed_run_keeps_its_early_stopping_patience(make_config, trained_lora_task, tmp_path):

@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
+import trainers.prepare
 from trainers.cache import load_tensors
+from trainers.config import TrainConfig
 from trainers.evaluate import split_logits
 from trainers.models import load_classifier
 from trainers.prepare import prepare_task
@@ -48,3 +52,17 @@ def test_lora_and_teacher_tasks_need_no_teacher(make_config, cache_dir):
     task = prepare_task(make_config("lora"), cache_dir=cache_dir, progress=False)
     assert task.teacher_checkpoint is None and task.teacher_logits is None
     assert not (cache_dir / "teachers").exists()
+
+
+def test_a_setting_added_to_the_config_keeps_the_cached_teacher(make_config, cache_dir, monkeypatch):
+    config = make_config("even")
+    teacher_dir = prepare_task(config, cache_dir=cache_dir, progress=False).teacher_checkpoint
+
+    @dataclasses.dataclass(frozen=True)
+    class WithNewSetting(TrainConfig):
+        new_setting: int = 0
+
+    # The teacher's settings are built as a TrainConfig: a later version's holds one more field.
+    monkeypatch.setattr(trainers.prepare, "TrainConfig", WithNewSetting)
+    assert prepare_task(config, cache_dir=cache_dir, progress=False).teacher_checkpoint == teacher_dir
+    assert len(list((cache_dir / "teachers").glob("*/metrics.json"))) == 1

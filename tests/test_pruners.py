@@ -5,6 +5,7 @@ import pytest
 from optuna.trial import TrialState
 
 from search.pruners import MEDIAN_STARTUP_TRIALS, SpareImprovingPruner, describe, make_pruner
+from trainers.errors import ConfigError
 
 
 def _first_cut(study: optuna.Study, curve: list[float]) -> int | None:
@@ -85,7 +86,7 @@ def test_the_wrapped_pruner_is_asked_at_every_report_even_when_the_trial_is_spar
 
 
 def test_negative_patience_is_refused():
-    with pytest.raises(ValueError, match="patience must be >= 0"):
+    with pytest.raises(ConfigError, match="patience must be >= 0"):
         SpareImprovingPruner(optuna.pruners.NopPruner(), patience=-1)
 
 

@@ -10,7 +10,7 @@ import optuna
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from reports.study import importances, main, write_report
+from reports.study import importances, main, readable_study, write_report
 from studies.spaces import default_space, suggest
 from trainers.config import TrainConfig
 
@@ -122,7 +122,7 @@ def test_a_distillation_report_shows_the_loss_weights_not_the_draws_behind_them(
     space = default_space("odd")
     # A value that only w_div decides: the importances must say so, which no single draw can.
     study.optimize(lambda trial: suggest(trial, TrainConfig(method="odd"), space).loss.w_div, n_trials=30)
-    weights = importances(study)
+    weights = importances(readable_study(study))
     assert max(weights, key=weights.get) == "w_div"
     assert not any(name.endswith("_draw") for name in weights)
     write_report(study, tmp_path / "r")

@@ -12,6 +12,7 @@ import optuna
 import pytest
 import yaml
 from optuna.trial import TrialState
+from wandb_runs import find_runs, read_run
 
 import search.storage
 from search.objective import Objective
@@ -214,7 +215,7 @@ def test_resume_after_sigkill_loses_and_repeats_no_trial(tiny_checkpoint, toy_da
     ("args", "message"),
     [
         (["--method", "teacher", "--trials", "2"], "invalid choice: 'teacher'"),
-        (["--method", "lora", "--trials", "0"], "--trials must be at least 1, but got 0"),
+        (["--method", "lora", "--trials", "0"], "trials (--trials) must be at least 1, but got 0"),
         (["--method", "lora", "--trials", "2", "--preset", "nope"], "unknown preset 'nope'"),
         (["--method", "lora", "--trials", "2", "--storage", "mysql+nodriver://x"], "cannot open storage"),
         (["--method", "lora", "--trials", "2", "--storage", "just-a-name"], "is not a URL"),
@@ -226,7 +227,7 @@ def test_resume_after_sigkill_loses_and_repeats_no_trial(tiny_checkpoint, toy_da
         (["--method", "lora", "--trials", "2", "--pruner-signal", "loss"], "improves the other way"),
         (
             ["--method", "lora", "--trials", "2", "--pruner-startup-trials", "0"],
-            "--pruner-startup-trials must be at least 1, but got 0",
+            "pruner_startup_trials (--pruner-startup-trials) must be at least 1, but got 0",
         ),
     ],
 )
@@ -374,14 +375,12 @@ def test_samplers_are_seeded_from_their_first_trial_so_workers_never_share_draws
 
 
 def test_every_trial_is_an_offline_wandb_run_with_its_metrics(tiny_checkpoint, toy_data, tmp_path):
-    from search.tracking import find_offline_runs, read_offline_run
-
     wandb_dir = tmp_path / "wb"
     args = _args(
         tiny_checkpoint, toy_data, tmp_path, "--wandb-mode", "offline", "--wandb-dir", str(wandb_dir)
     )
     assert main(["--method", "even", "--trials", "2", "--collapse-warmup-epochs", "99", *args]) == 0
-    runs = [read_offline_run(path, timeout=10) for path in find_offline_runs(wandb_dir)]
+    runs = [read_run(path) for path in find_runs(wandb_dir)]
     trials = sorted((r for r in runs if r.job_type == "even"), key=lambda r: r.name)
     assert [r.name for r in trials] == ["even-custom-trial-0", "even-custom-trial-1"]
     study = _load(tmp_path, "even-custom")
@@ -402,6 +401,17 @@ def test_a_study_refuses_trials_with_other_fixed_settings(tiny_checkpoint, toy_d
     assert main(args) == 0
     with pytest.raises(ToxituneError, match=r"other base_config \(epochs was 2, now 3\)"):
         main([*args, "--trials", "2", "--epochs", "3"])
+
+
+def test_a_study_stored_before_a_setting_was_added_resumes(trained_checkpoint, toy_data, tmp_path):
+    args = ["--method", "lora", "--trials", "1", *_args(trained_checkpoint, toy_data, tmp_path)]
+    assert main(args) == 0
+    study = _load(tmp_path, "lora-custom")
+    stored = study.user_attrs["base_config"]
+    del stored["collapse_min_steps"]  # as a version without that setting stored it
+    study.set_user_attr("base_config", stored)
+    assert main([*args, "--trials", "2"]) == 0
+    assert len(_load(tmp_path, "lora-custom").trials) == 2
 
 
 def test_too_long_max_length_is_a_config_error(tiny_checkpoint, toy_data, tmp_path):

@@ -13,16 +13,17 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 import search.study
+from search.config import StudyConfig
 from search.storage import open_storage
-from search.study import StudySettings, finished_count, run_until, shortfall
+from search.study import finished_count, run_until, shortfall
 
 # Optuna warns that heartbeats are meant for Study.optimize; ask() is how these tests plant RUNNING trials.
 pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
 
 
-def _study(url: str) -> tuple[optuna.Study, StudySettings]:
+def _study(url: str) -> tuple[optuna.Study, StudyConfig]:
     study = optuna.create_study(study_name="s", storage=open_storage(url))
-    return study, StudySettings(name="s", storage=url, trials=1)
+    return study, StudyConfig(name="s", storage=url, trials=1)
 
 
 def _plant(study: optuna.Study, worker: str) -> optuna.Trial:
@@ -56,7 +57,7 @@ def test_a_trial_another_host_abandoned_is_failed_and_run_again(tmp_path):
             sqlalchemy.text("UPDATE trial_heartbeats SET heartbeat = :then"),
             {"then": datetime.datetime(2000, 1, 1)},
         )
-    failed = run_until(study, _objective, StudySettings(name="s", storage=url, trials=1))
+    failed = run_until(study, _objective, StudyConfig(name="s", storage=url, trials=1))
     assert finished_count(study) == 1
     assert failed == [trial.number]
     assert study.trials[trial.number].state == TrialState.FAIL
@@ -78,7 +79,7 @@ def test_a_worker_waits_for_a_peers_trial_and_replaces_it_when_the_peer_dies(
         return _objective(trial)
 
     # The timeout only keeps a broken version from waiting for good.
-    settings = StudySettings(name="s", storage=settings.storage, trials=3, timeout=120)
+    settings = StudyConfig(name="s", storage=settings.storage, trials=3, timeout=120)
     failed = run_until(study, objective, settings)
     assert finished_count(study) == 3
     assert failed == [planted.number]
@@ -89,7 +90,7 @@ def test_a_worker_that_times_out_waiting_says_what_is_missing(tmp_path, monkeypa
     monkeypatch.setattr(search.study, "POLL_SECONDS", 0.05)
     study, _ = _study(f"sqlite:///{tmp_path}/s.db")
     _plant(study, f"{socket.gethostname()}:{peer.pid}")
-    settings = StudySettings(name="s", storage=f"sqlite:///{tmp_path}/s.db", trials=2, timeout=0.5)
+    settings = StudyConfig(name="s", storage=f"sqlite:///{tmp_path}/s.db", trials=2, timeout=0.5)
     run_until(study, _objective, settings)
     assert finished_count(study) == 1
     assert shortfall(study, settings) == (

@@ -109,6 +109,6 @@ def load_checkpoint(path: Path, config: TrainConfig) -> Checkpoint | None:
     ):
         raise ConfigError(not_ours)
     checkpoint = Checkpoint(**saved)
-    if checkpoint.config != config.to_dict():
+    if not config.matches(checkpoint.config):
         raise ConfigError(f"{path} belongs to a run with other settings; delete it or choose another --out")
     return checkpoint

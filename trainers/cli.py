@@ -9,14 +9,12 @@ import signal
 import sys
 import types
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from trainers.config import GRAPHS_ENV, PRECISION_ENV, TrainConfig
 from trainers.errors import DataWarning, ToxituneError
-
-# Nested configs whose flags carry a prefix: --teacher-epochs, --lora-rank.
-_PREFIXES = {"data": "", "teacher": "teacher-", "loss": "", "lora": "lora-"}
 
 EXIT_USAGE = 2
 
@@ -28,41 +26,61 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"error: {message} (see {self.prog} --help)\n")
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, *, exclude: tuple[str, ...] = ()) -> None:
-    """Add one flag per :class:`TrainConfig` setting, nested ones included.
+def add_config_arguments(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    cls: type = TrainConfig,
+    *,
+    exclude: tuple[str, ...] = (),
+    choices: Mapping[str, tuple[str, ...]] | None = None,
+    required: tuple[str, ...] = (),
+    namespace: str = "",
+) -> None:
+    """Add one flag per setting of the settings class ``cls`` (see :mod:`trainers.settings`), nested ones included.
 
-    Flags default to "not given", so :func:`config_from_args` overrides only what the user typed.
+    Flags default to "not given", so :func:`config_overrides` returns only what the user typed.
+
+    Args:
+        parser: Where the flags go.
+        cls: The settings class.
+        exclude: Setting paths (``"seed"``, ``"teacher.epochs"``) that get no flag.
+        choices: Narrower choices for some settings, by path.
+        required: Setting paths the user must give.
+        namespace: Prefix of the flags' destinations, so two classes can share one parser.
     """
-    for dest, flag, field, hint in _config_fields(TrainConfig):
-        if dest in exclude:
+    for path, flag, field, hint in _config_fields(cls):
+        if path in exclude:
             continue
         kwargs: dict[str, Any] = {
-            "dest": dest,
+            "dest": namespace + path,
             "default": argparse.SUPPRESS,
             "help": field.metadata.get("help"),
+            "required": path in required,
         }
-        parse, choices = _parser_for(hint)
-        if choices:
-            kwargs["choices"] = choices
+        parse, allowed = _parser_for(hint)
+        allowed = (choices or {}).get(path, allowed)
+        if allowed:
+            kwargs["choices"] = allowed
         else:
             kwargs["type"] = parse
             kwargs["metavar"] = _metavar(hint)
         default = field.default if field.default is not dataclasses.MISSING else None
-        if default is not None and kwargs["help"]:
+        if default is not None and kwargs["help"] and path not in required:
             kwargs["help"] += f" (default: {_show(default)})"
         parser.add_argument(f"--{flag}", **kwargs)
 
 
-def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """The settings given on the command line, as a nested dict in :meth:`TrainConfig.to_dict` form."""
+def config_overrides(
+    args: argparse.Namespace, cls: type = TrainConfig, *, namespace: str = ""
+) -> dict[str, Any]:
+    """The settings of ``cls`` given on the command line, as a nested dict in ``dataclasses.asdict`` form."""
     overrides: dict[str, Any] = {}
-    for dest, *_ in _config_fields(TrainConfig):
-        if hasattr(args, dest):
-            *parents, name = dest.split(".")
+    for path, *_ in _config_fields(cls):
+        if hasattr(args, namespace + path):
+            *parents, name = path.split(".")
             target = overrides
             for parent in parents:
                 target = target.setdefault(parent, {})
-            target[name] = getattr(args, dest)
+            target[name] = getattr(args, namespace + path)
     return overrides
 
 
@@ -151,15 +169,15 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 _python_show_warning = warnings.showwarning
 
 
-def _config_fields(cls: type, prefix: str = "", dest: str = ""):
+def _config_fields(cls: type, prefix: str = "", path: str = ""):
     hints = get_type_hints(cls)
     for field in dataclasses.fields(cls):
         hint = hints[field.name]
         if dataclasses.is_dataclass(hint):
-            yield from _config_fields(hint, _PREFIXES[field.name], f"{field.name}.")
+            yield from _config_fields(hint, prefix + field.metadata.get("prefix", ""), f"{path}{field.name}.")
             continue
         flag = field.metadata.get("flag") or prefix + field.name.replace("_", "-")
-        yield dest + field.name, flag, field, hint
+        yield path + field.name, flag, field, hint
 
 
 def _parser_for(hint: Any) -> tuple[Callable[[str], Any], tuple[Any, ...] | None]:
@@ -168,7 +186,9 @@ def _parser_for(hint: Any) -> tuple[Callable[[str], Any], tuple[Any, ...] | None
         return str, get_args(hint)
     if origin in (Union, types.UnionType):
         inner = next(arg for arg in get_args(hint) if arg is not type(None))
-        parse, _ = _parser_for(inner)
+        parse, allowed = _parser_for(inner)
+        if allowed:
+            return parse, allowed
 
         def parse_optional(text: str) -> Any:
             return None if text.lower() == "none" else parse(text)
@@ -186,7 +206,7 @@ def _metavar(hint: Any) -> str:
         return _metavar(next(arg for arg in get_args(hint) if arg is not type(None)))
     if origin is tuple:
         return "A,B,..."
-    return {int: "N", float: "X", str: "TEXT"}.get(hint, "VALUE")
+    return {int: "N", float: "X", str: "TEXT", Path: "DIR"}.get(hint, "VALUE")
 
 
 def _show(value: Any) -> str:

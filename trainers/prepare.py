@@ -6,6 +6,7 @@ import dataclasses
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import torch
 from accelerate.utils import set_seed
@@ -88,6 +89,25 @@ def teacher_config(config: TrainConfig) -> TrainConfig:
     )
 
 
+# The training settings that shape a fine-tuned teacher. Listed, not read off the whole config, so that
+# a setting added for students (a loss weight, say) keeps every cached teacher.
+TEACHER_TRAINING = (
+    "epochs", "lr", "batch_size", "seed", "weight_decay", "warmup_ratio", "max_grad_norm",
+    "hidden_dropout", "attention_dropout", "metric", "patience", "evals_per_epoch",
+)  # fmt: skip
+
+
+def teacher_key(config: TrainConfig, task: Task) -> dict[str, Any]:
+    """What decides the teacher that ``config`` distils from on ``task``: the cache key of its folder."""
+    settings = teacher_config(config)
+    return {
+        "teacher": dataclasses.asdict(config.teacher),
+        "data": task.splits.fingerprint(),
+        "max_length": config.data.max_length,
+        "training": {name: getattr(settings, name) for name in TEACHER_TRAINING},
+    }
+
+
 def fine_tune_teacher(config: TrainConfig, task: Task, *, cache_dir: Path, progress: bool = True) -> Path:
     """Folder of the teacher fine-tuned on ``task``, trained on first use and cached after.
 
@@ -98,10 +118,7 @@ def fine_tune_teacher(config: TrainConfig, task: Task, *, cache_dir: Path, progr
         ToxituneError: The teacher's fine-tuning collapsed or diverged.
     """
     settings = teacher_config(config)
-    key = fingerprint(
-        {**settings.to_dict(), "data": task.splits.fingerprint(), "epochs": config.teacher.epochs},
-        config.data.max_length,
-    )
+    key = fingerprint(teacher_key(config, task))
     folder = cache_dir / "teachers" / key
     with locked(folder):
         if (folder / "metrics.json").exists():

@@ -1,0 +1,190 @@
+"""toxitune's Python API: run a study, export its best trials, retrain them over seeds.
+
+The command-line entry points are thin shells over these functions, and the benchmarks call them.
+
+Example::
+
+    from search.api import StudyConfig, TrainConfig, export_best, retrain, run_study
+    from studies.presets import load_preset
+
+    preset = load_preset("quickstart")
+    base = TrainConfig.from_dict({**preset.config, "method": "lora"})
+    study = run_study(StudyConfig(trials=3, storage="sqlite:///demo.db"), base, preset=preset)
+    document = export_best(study.study_name, "sqlite:///demo.db", top_k=1, out=Path("best.yaml"))
+    report = retrain(document, seeds=2, out=Path("runs/best"))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.storages import BaseStorage
+
+from search.config import StudyConfig
+from search.export import export_best
+from search.storage import new_storage_file, open_storage, redact
+from search.study import (
+    best_trial,
+    finished_count,
+    open_study,
+    pin_attr,
+    run_until,
+    shortfall,
+    stored_attr,
+    trial_rows,
+)
+from search.tracking import StudyTracker
+from search.train import retrain
+from studies.presets import Preset, search_space
+from studies.spaces import SearchSpace
+from trainers.config import TrainConfig, maximizes
+
+if TYPE_CHECKING:
+    from trainers.task import Task
+
+__all__ = ["StudyConfig", "TrainConfig", "export_best", "retrain", "run_study"]
+
+
+class _SilentAfterInterrupt(logging.Filter):
+    """Drops Optuna's log records from the one about a trial stopped by Ctrl-C on: the run is ending."""
+
+    interrupted = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+            self.interrupted = True
+        return not self.interrupted
+
+
+def run_study(
+    study: StudyConfig,
+    base: TrainConfig,
+    *,
+    space: SearchSpace | None = None,
+    preset: Preset | None = None,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+) -> optuna.Study:
+    """Run ``study`` of ``base.method`` until it holds ``study.trials`` finished trials.
+
+    An existing study of that name is resumed: only the missing trials run. A new one is created only
+    once its data and teacher are ready, so a command that fails leaves no study behind, nor a
+    database file it had just created.
+
+    Args:
+        study: Where the study is stored, its target, sampler, pruner and tracking.
+        base: The trials' fixed training settings, the method and metric included; ``space`` draws the rest.
+        space: What the trials search (default: ``base.method``'s space, as ``preset`` widens it).
+        preset: The preset the settings came from; it names the study by default and tags its runs.
+        cache_dir: Cache for tokens and teachers (default: ``~/.cache/toxitune``).
+        progress: Show a live line per trial, not only the finished ones.
+
+    Returns:
+        The study with its trials.
+
+    Raises:
+        ToxituneError: A setting, the data, the teacher or the storage is wrong.
+    """
+    space = search_space(base.method, preset) if space is None else space
+    study = dataclasses.replace(
+        study, name=study.name or f"{base.method}-{preset.name if preset else 'custom'}"
+    )
+    study.signal_for(base.metric)  # a signal that improves the other way is refused before anything is opened
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("optuna.study._optimize").addFilter(_SILENT_AFTER_INTERRUPT)
+    new_file = new_storage_file(study.storage)
+    storage = open_storage(study.storage)
+    try:
+        return _run(study, base, storage, space=space, preset=preset, cache_dir=cache_dir, progress=progress)
+    except BaseException:
+        if new_file is not None and not optuna.get_all_study_names(storage):
+            new_file.unlink(missing_ok=True)
+        raise
+
+
+_SILENT_AFTER_INTERRUPT = _SilentAfterInterrupt()
+
+
+def _run(
+    config: StudyConfig,
+    base: TrainConfig,
+    storage: BaseStorage,
+    *,
+    space: SearchSpace,
+    preset: Preset | None,
+    cache_dir: Path | None,
+    progress: bool,
+) -> optuna.Study:
+    from search.objective import Objective
+    from trainers.cache import default_cache_dir
+    from trainers.prepare import prepare_task
+
+    # A study resumed without a signal keeps the one it was created with, even an older default.
+    stored_signal = stored_attr(storage, config.name, "pruner_signal")
+    signal = config.pruner_signal or stored_signal or config.signal_for(base.metric)
+    config = dataclasses.replace(config, pruner_signal=signal)
+    stored_base = stored_attr(storage, config.name, "base_config")
+
+    def study_in_storage() -> optuna.Study:
+        return open_study(
+            config,
+            storage=storage,
+            direction="maximize" if maximizes(base.metric) else "minimize",
+            evaluations=base.epochs * base.evals_per_epoch,
+            evals_per_epoch=base.evals_per_epoch,
+            attrs={
+                "method": base.method,
+                "metric": base.metric,
+                "pruner_signal": signal,
+                "preset": preset.name if preset else None,
+                # A stored config that rebuilds this one (settings added since at their defaults) stands.
+                "base_config": stored_base if base.matches(stored_base) else base.to_dict(),
+                "space": {path: repr(distribution) for path, distribution in space.items()},
+            },
+        )
+
+    # An existing study is checked against these settings before any data is read; a new one is
+    # created only once its data and teacher are ready, so a bad path leaves no study pinned to it.
+    study = study_in_storage() if stored_attr(storage, config.name, "method") is not None else None
+    done = finished_count(study) if study is not None else 0
+    print(f"study {config.name!r} in {redact(config.storage)}: {done}/{config.trials} trials finished")
+    if study is not None and done >= config.trials:
+        return study
+
+    task = prepare_task(base, cache_dir=cache_dir or default_cache_dir(), progress=progress)
+    if task.teacher_metrics:
+        print(f"teacher: validation {base.metric} {task.teacher_metrics['validation'][base.metric]:.4f}")
+    study = study or study_in_storage()
+    pin_attr(study, "data", data_record(base, task))
+    tracker = StudyTracker(
+        config.wandb, study_name=config.name, method=base.method, tags=[preset.name] if preset else []
+    )
+    objective = Objective(
+        base=base, space=space, task=task, tracker=tracker, signal=signal, progress=progress
+    )
+    abandoned = run_until(study, objective, config)
+    if abandoned:
+        print(f"marked trials {abandoned} FAIL: their worker died mid-trial")
+    if missing := shortfall(study, config):
+        print(f"warning: {missing}", file=sys.stderr)
+    best = best_trial(study)
+    tracker.log_study(
+        trial_rows(study), best_value=best.value if best else None, best_trial=best.number if best else None
+    )
+    return study
+
+
+def data_record(config: TrainConfig, task: Task) -> dict[str, Any]:
+    """What identifies a study's data: its source, label names, split sizes and content fingerprint."""
+    splits = task.splits
+    return {
+        "source": config.data.dataset,
+        "label_names": list(task.label_names),
+        "sizes": {"train": len(splits.train), "validation": len(splits.validation), "test": len(splits.test)},
+        "fingerprint": splits.fingerprint(),
+    }
