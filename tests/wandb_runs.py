@@ -48,7 +48,11 @@ def read_run(run_dir: Path, *, timeout: float = 10.0) -> Run:
 
 def _records(path: Path) -> list[dict[str, Any]]:
     printed = subprocess.run(
-        ["wandb", "leet", "inspect", "--json", str(path)], capture_output=True, text=True, check=True, timeout=60
+        ["wandb", "leet", "inspect", "--json", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     ).stdout
     return [json.loads(line) for line in printed.splitlines() if line.strip()]
 
@@ -59,7 +63,9 @@ def _run(run_dir: Path, records: list[dict[str, Any]]) -> Run:
     for record in records:
         kind = record["type"]
         if kind in ("run", "config"):
-            config.update(record[kind]["config"].get("update", {}) if kind == "run" else record[kind].get("update", {}))
+            config.update(
+                record[kind]["config"].get("update", {}) if kind == "run" else record[kind].get("update", {})
+            )
         elif kind == "summary":
             summary.update(record["summary"].get("update", {}))
         elif kind == "history":
