@@ -25,8 +25,8 @@ from optuna.trial import TrialState, create_trial  # noqa: E402
 from reports.replay import replay_report_rates  # noqa: E402
 from search.export import load_study  # noqa: E402
 from search.pruners import MEDIAN_STARTUP_TRIALS  # noqa: E402
-from search.storage import DEFAULT_STORAGE  # noqa: E402
 from search.study import best_trial, metric_value, trial_rows, trial_state  # noqa: E402
+from search.urls import DEFAULT_STORAGE  # noqa: E402
 from studies.spaces import readable_params  # noqa: E402
 from trainers.cli import ArgumentParser, run_main  # noqa: E402
 

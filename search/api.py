@@ -27,7 +27,7 @@ from optuna.storages import BaseStorage
 
 from search.config import StudyConfig
 from search.export import export_best
-from search.storage import new_storage_file, open_storage, redact
+from search.storage import open_storage
 from search.study import (
     best_trial,
     finished_count,
@@ -36,13 +36,16 @@ from search.study import (
     run_until,
     shortfall,
     stored_attr,
+    study_exists,
     trial_rows,
 )
 from search.tracking import StudyTracker
 from search.train import retrain
+from search.urls import new_storage_file, redact
 from studies.presets import Preset, search_space
 from studies.spaces import SearchSpace
 from trainers.config import TrainConfig, maximizes
+from trainers.errors import ToxituneError
 
 if TYPE_CHECKING:
     from trainers.task import Task
@@ -150,16 +153,22 @@ def _run(
 
     # An existing study is checked against these settings before any data is read; a new one is
     # created only once its data and teacher are ready, so a bad path leaves no study pinned to it.
-    study = study_in_storage() if stored_attr(storage, config.name, "method") is not None else None
-    done = finished_count(study) if study is not None else 0
-    print(f"study {config.name!r} in {redact(config.storage)}: {done}/{config.trials} trials finished")
-    if study is not None and done >= config.trials:
-        return study
+    where = f"study {config.name!r} in {redact(config.storage)}"
+    study = None
+    if study_exists(storage, config.name):
+        if stored_attr(storage, config.name, "method") is None:
+            raise ToxituneError(f"{where} was not created by toxitune; pass another --study")
+        study = study_in_storage()
+        print(f"{where}: {finished_count(study)}/{config.trials} trials finished")
+        if finished_count(study) >= config.trials:
+            return study
 
     task = prepare_task(base, cache_dir=cache_dir or default_cache_dir(), progress=progress)
     if task.teacher_metrics:
         print(f"teacher: validation {base.metric} {task.teacher_metrics['validation'][base.metric]:.4f}")
-    study = study or study_in_storage()
+    if study is None:
+        study = study_in_storage()
+        print(f"{where}: created, 0/{config.trials} trials finished")
     pin_attr(study, "data", data_record(base, task))
     tracker = StudyTracker(
         config.wandb, study_name=config.name, method=base.method, tags=[preset.name] if preset else []

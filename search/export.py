@@ -19,7 +19,8 @@ import optuna
 import yaml
 from optuna.trial import TrialState
 
-from search.storage import DEFAULT_STORAGE, open_storage, redact
+from search.storage import open_storage
+from search.urls import DEFAULT_STORAGE, redact
 from trainers.cli import ArgumentParser, run_main
 from trainers.errors import ConfigError, ToxituneError
 

@@ -8,19 +8,20 @@ shell over :func:`search.api.run_study`.
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
-from typing import Any
-
-import optuna
+from typing import TYPE_CHECKING, Any
 
 from search.config import StudyConfig
 from search.progress import format_params
-from search.study import best_trial, state_counts
 from studies.presets import available_presets, load_preset, search_space
 from studies.spaces import readable_params
 from trainers.cli import ArgumentParser, add_config_arguments, config_overrides, merge, run_main
 from trainers.config import TrainConfig
+
+if TYPE_CHECKING:
+    import optuna
 
 SEARCH_METHODS = ("odd", "even", "lora")
 # Where StudyConfig's settings land in the parsed arguments, apart from TrainConfig's.
@@ -47,9 +48,10 @@ def build_parser() -> ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # Imported once the arguments are good, so that --help and a typo answer at once.
     from search.api import run_study
 
-    args = build_parser().parse_args(argv)
     preset = load_preset(args.preset) if args.preset else None
     overrides = config_overrides(args)
     base = TrainConfig.from_dict(
@@ -63,7 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     result = run_study(
         study, base, space=space, preset=preset, cache_dir=args.cache_dir, progress=not args.no_progress
     )
-    _print_summary(result, base.metric, time.monotonic() - started)
+    if not _print_summary(result, base.metric, time.monotonic() - started):
+        print(
+            f"error: no trial of study {result.study_name!r} completed (see the reasons above), so there is "
+            "nothing to export",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
@@ -74,7 +82,10 @@ def _flat_paths(tree: dict[str, Any], prefix: str = "") -> set[str]:
     return paths
 
 
-def _print_summary(study: optuna.Study, metric: str, seconds: float) -> None:
+def _print_summary(study: optuna.Study, metric: str, seconds: float) -> bool:
+    """Print the outcomes and the best trial; return whether there is one."""
+    from search.study import best_trial, state_counts
+
     counts = state_counts(study)
     shown = ", ".join(f"{counts[s]} {s}" for s in ("complete", "pruned", "collapsed", "diverged", "failed"))
     print(f"trials: {shown}; wall time {seconds / 60:.1f} min")
@@ -84,6 +95,7 @@ def _print_summary(study: optuna.Study, metric: str, seconds: float) -> None:
         params = readable_params(best.params, best.user_attrs)
         print(f"  {format_params(params)}")
         print(f"  all params: {params}")
+    return best is not None
 
 
 if __name__ == "__main__":

@@ -5,13 +5,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import re
 import socket
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 import optuna
 import sqlalchemy
@@ -20,9 +18,9 @@ from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import TrialState
 from sqlalchemy.pool import NullPool
 
+from search.urls import hide_passwords, redact
 from trainers.errors import ConfigError
 
-DEFAULT_STORAGE = "sqlite:///toxitune.db"
 # A worker that stops beating for GRACE_SECONDS (killed, machine lost) has its running trial failed.
 HEARTBEAT_SECONDS = 15
 GRACE_SECONDS = 60
@@ -33,29 +31,6 @@ CONNECT_TIMEOUT_SECONDS = 10
 # application of the database uses ("toxitune" in ASCII).
 SCHEMA_LOCK_KEY = 0x746F786974756E65
 _FORMS = "sqlite:///FILE, postgresql://USER@HOST/DB, redis://HOST:PORT or journal:FILE"
-# The password of ``scheme://user:password@host``. It runs to the last "@": SQLAlchemy ends it at the
-# first "@" and redis-py at the last one before the path, so this hides at least what either reads.
-_USERINFO_PASSWORD = re.compile(r"(?P<head>://[^:/@?#]*:)(?P<password>.*)(?=@)")
-_QUERY_PASSWORD = re.compile(r"(?P<head>[?&;]password=)(?P<password>[^&#]*)", re.IGNORECASE)
-
-
-def redact(url: str) -> str:
-    """``url`` with its passwords shown as ``***``, for printing, logging and writing to files.
-
-    Hides the password of the user-info part and of a ``password=`` query parameter; anything else,
-    text without a URL included, comes back unchanged.
-
-    Args:
-        url: a storage URL, or any text that may hold one (such as a command-line argument).
-
-    Example:
-        >>> redact("postgresql://user:secret@host/db")
-        'postgresql://user:***@host/db'
-        >>> redact("redis://:secret@host:6379/0?password=secret")
-        'redis://:***@host:6379/0?password=***'
-    """
-    url = _USERINFO_PASSWORD.sub(r"\g<head>***", url)
-    return _QUERY_PASSWORD.sub(r"\g<head>***", url)
 
 
 def open_storage(url: str, *, create: bool = True) -> BaseStorage:
@@ -89,7 +64,7 @@ def open_storage(url: str, *, create: bool = True) -> BaseStorage:
     except Exception as error:  # SQLAlchemy and redis raise many types for a bad URL or server
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ConfigError(
-            f"cannot open storage {shown!r} ({_hide_passwords(reason, url)}); use {_FORMS}"
+            f"cannot open storage {shown!r} ({hide_passwords(reason, url)}); use {_FORMS}"
         ) from error
 
 
@@ -175,15 +150,6 @@ def _advisory_lock(url: str, engine_kwargs: dict[str, Any]) -> Iterator[None]:
         engine.dispose()
 
 
-def _hide_passwords(text: str, url: str) -> str:
-    """``text`` (a driver's error) without ``url``'s passwords, as written or percent-decoded."""
-    for pattern in (_USERINFO_PASSWORD, _QUERY_PASSWORD):
-        for match in pattern.finditer(url):
-            for secret in {match["password"], unquote(match["password"])} - {""}:
-                text = text.replace(secret, "***")
-    return redact(text)
-
-
 def worker_id() -> str:
     """``host:pid`` of this process, recorded on each trial it runs."""
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -251,18 +217,3 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def new_storage_file(url: str) -> Path | None:
-    """The local file that opening ``url`` would create: a SQLite database or journal not yet there.
-
-    ``None`` for a server URL or a file that exists. A command that fails before storing a study
-    deletes this file, so that it leaves nothing behind.
-    """
-    if url.startswith("journal:") or url.endswith(".log"):
-        path = Path(url.removeprefix("journal:")).expanduser()
-    elif url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///")).expanduser()
-    else:
-        return None
-    return None if path.exists() else path

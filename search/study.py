@@ -131,6 +131,15 @@ def open_study(
     return study
 
 
+def study_exists(storage: BaseStorage, study_name: str) -> bool:
+    """Whether ``storage`` holds a study called ``study_name``."""
+    try:
+        storage.get_study_id_from_name(study_name)
+    except KeyError:
+        return False
+    return True
+
+
 def stored_attr(storage: BaseStorage, study_name: str, key: str) -> Any:
     """User attribute ``key`` of the stored study ``study_name``; ``None`` if either is missing."""
     # Looked up by name: summarising every study would read all of a shared database's studies.
@@ -224,7 +233,8 @@ def run_until(
             if not any(watched(study, trial) for trial in running):
                 break
             if not waiting:
-                print(f"waiting for {len(running)} trials running in other workers…", flush=True)
+                trials = "trial" if len(running) == 1 else "trials"
+                print(f"waiting for {len(running)} {trials} running in other workers…", flush=True)
                 waiting = True
             time.sleep(POLL_SECONDS if remaining is None else min(POLL_SECONDS, remaining))
             orphans += fail_abandoned_trials(study)

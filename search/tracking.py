@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, get_args
 from urllib.parse import urlsplit
 
-from search.storage import redact
+from search.urls import redact
 from trainers.errors import ConfigError
 from trainers.settings import described, require
 

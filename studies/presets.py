@@ -79,7 +79,8 @@ def load_preset(name: str) -> Preset:
     config = raw.get("config", {})
     data = config.get("data") if isinstance(config, dict) else None
     dataset = data.get("dataset") if isinstance(data, dict) else None
-    if isinstance(dataset, str) and not Path(dataset).is_absolute() and (path.parent / dataset).exists():
+    # A path that starts with "." is the preset's own, relative to its file; a hub id never starts so.
+    if isinstance(dataset, str) and (dataset.startswith(".") or (path.parent / dataset).exists()):
         data["dataset"] = str((path.parent / dataset).resolve())
     known = config_paths()
     space = {}

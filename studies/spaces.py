@@ -11,13 +11,14 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
-
-import optuna
+from typing import TYPE_CHECKING, Any
 
 from trainers.cli import merge
 from trainers.config import TrainConfig
 from trainers.errors import ConfigError
+
+if TYPE_CHECKING:
+    import optuna
 
 LOSS_WEIGHTS = "loss.weights"
 WEIGHT_NAMES = ("w_cls", "w_div", "w_cos")

@@ -15,6 +15,7 @@ from trainers.cache import load_tensors, save_tensors
 from trainers.checkpoint import capture_rng, load_checkpoint, restore_rng
 from trainers.config import TrainConfig
 from trainers.errors import ConfigError
+from trainers.prepare import prepare_task
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("trainers", "search", "studies", "reports", "benchmarks")
@@ -68,3 +69,13 @@ def test_random_states_survive_a_weights_only_round_trip(tmp_path):
     drawn = (torch.rand(3), np.random.randn(3), [random.gauss(0, 1) for _ in range(3)])
     assert torch.equal(drawn[0], expected[0])
     assert np.array_equal(drawn[1], expected[1]) and drawn[2] == expected[2]
+
+
+def test_a_bad_cache_file_is_a_one_line_error_without_torchs_advice(make_config, cache_dir):
+    config = make_config("lora")
+    prepare_task(config, cache_dir=cache_dir, progress=False)
+    for path in (cache_dir / "tokens").glob("*.pt"):
+        path.write_bytes(path.read_bytes()[:100])  # cut short, as a full disk leaves it
+    with pytest.raises(ConfigError, match="is not a file toxitune wrote; delete it") as error:
+        prepare_task(config, cache_dir=cache_dir, progress=False)
+    assert "weights_only" not in str(error.value)

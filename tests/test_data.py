@@ -258,7 +258,7 @@ def test_a_data_warning_is_one_line_on_the_command_line(tmp_path, toy_data):
 def test_label_names_replace_the_label_values_in_order(toy_data):
     splits = load_splits(DataConfig(dataset=str(toy_data), label_names=("clean", "toxic")), batch_size=8)
     assert splits.label_names == ("clean", "toxic")
-    with pytest.raises(DataError, match=r"gives 1 names \(toxic\) but the labels hold 2 classes \(0,1\)"):
+    with pytest.raises(DataError, match=r"--label-names toxic gives 1 names for the 2 classes \(0,1\)"):
         load_splits(DataConfig(dataset=str(toy_data), label_names=("toxic",)), batch_size=8)
 
 
@@ -268,3 +268,16 @@ def test_the_tweeteval_preset_names_its_classes():
     assert config.data.label_names == ("not-offensive", "offensive")
     if Path(config.data.dataset).is_dir():  # the shared data beside the repository: one name per class
         assert load_splits(config.data, batch_size=8).label_names == config.data.label_names
+
+
+def test_a_subsample_larger_than_its_split_says_so(toy_data):
+    with pytest.warns(DataWarning, match="--eval-size 1000 exceeds the 48 examples of the validation split"):
+        splits = load_splits(DataConfig(dataset=str(toy_data), eval_size=1000), batch_size=8)
+    assert len(splits.validation) == 48
+
+
+def test_a_presets_relative_dataset_is_resolved_against_its_file_even_when_missing(tmp_path):
+    (tmp_path / "p.toml").write_text('[config.data]\ndataset = "../elsewhere/data"\n')
+    assert load_preset(str(tmp_path / "p.toml")).config["data"]["dataset"] == str(
+        tmp_path.parent / "elsewhere" / "data"
+    )

@@ -155,6 +155,18 @@ def test_a_short_run_whose_best_evaluation_predicts_one_class_ends_collapsed(
     assert "best evaluation" in result.reason and "every validation prediction is class 0" in result.reason
 
 
+def test_early_stopping_waits_while_a_run_has_not_left_one_class(
+    make_config, checkpoint_with_head, cache_dir
+):
+    checkpoint = checkpoint_with_head(0.0, [50.0, -50.0])
+    config = make_config(
+        "teacher", teacher={"name": str(checkpoint)}, epochs=4, lr=1e-9, patience=1, collapse_warmup_epochs=99
+    )
+    result = train(config, prepare_task(config, cache_dir=cache_dir, progress=False), progress=False)
+    assert len(result.history) == 4, "patience 1 would have stopped it at epoch 2"
+    assert result.status is Status.COLLAPSED
+
+
 @pytest.mark.parametrize(
     ("steps", "evals", "points"),
     [(12, 1, {12}), (12, 3, {4, 8, 12}), (10, 3, {3, 7, 10}), (2, 4, {1, 2}), (1, 1, {1})],

@@ -138,7 +138,7 @@ def test_a_deliberately_bad_trial_is_pruned(make_config, cache_dir):
 
 
 def test_collapsed_and_diverged_trials_are_recorded_and_the_study_goes_on(
-    checkpoint_with_head, toy_data, tmp_path
+    checkpoint_with_head, toy_data, tmp_path, capsys
 ):
     one_class = checkpoint_with_head(0.0, [50.0, -50.0])
     nan = checkpoint_with_head(float("nan"), [0.0, 0.0])
@@ -146,8 +146,10 @@ def test_collapsed_and_diverged_trials_are_recorded_and_the_study_goes_on(
         "--method", "lora", "--trials", "2", "--pruner", "none",
         "--collapse-warmup-epochs", "1", "--collapse-min-steps", "0",
     ]  # fmt: skip
-    assert main([*common, "--study", "collapse", *_args(one_class, toy_data, tmp_path)]) == 0
-    assert main([*common, "--study", "nan", *_args(nan, toy_data, tmp_path)]) == 0
+    # Every trial failed, so nothing can be exported: the command says so and exits 1.
+    assert main([*common, "--study", "collapse", *_args(one_class, toy_data, tmp_path)]) == 1
+    assert main([*common, "--study", "nan", *_args(nan, toy_data, tmp_path)]) == 1
+    assert "error: no trial of study 'nan' completed" in capsys.readouterr().err
     for name, state, reason in (
         ("collapse", "collapsed", "every validation prediction"),
         ("nan", "diverged", "nan"),
@@ -412,6 +414,25 @@ def test_a_study_stored_before_a_setting_was_added_resumes(trained_checkpoint, t
     study.set_user_attr("base_config", stored)
     assert main([*args, "--trials", "2"]) == 0
     assert len(_load(tmp_path, "lora-custom").trials) == 2
+
+
+def test_a_study_toxitune_did_not_create_is_left_alone(trained_checkpoint, toy_data, tmp_path):
+    foreign = optuna.create_study(study_name="raw", storage=f"sqlite:///{tmp_path}/study.db")
+    foreign.optimize(lambda trial: trial.suggest_float("lr", 0, 1), n_trials=2)
+    args = [
+        "--method",
+        "lora",
+        "--trials",
+        "3",
+        "--study",
+        "raw",
+        *_args(trained_checkpoint, toy_data, tmp_path),
+    ]
+    with pytest.raises(
+        ToxituneError, match="study 'raw' in sqlite:///.*study.db was not created by toxitune"
+    ):
+        main(args)
+    assert len(_load(tmp_path, "raw").trials) == 2
 
 
 def test_too_long_max_length_is_a_config_error(tiny_checkpoint, toy_data, tmp_path):

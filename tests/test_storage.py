@@ -16,8 +16,9 @@ import pytest
 from optuna.trial import TrialState
 
 import search.storage
-from search.storage import fail_orphaned_trials, open_storage, redact
+from search.storage import fail_orphaned_trials, open_storage
 from search.study import stored_attr
+from search.urls import redact
 from trainers.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]

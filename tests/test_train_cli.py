@@ -92,10 +92,13 @@ def _run(*args, env=None):
         (["--dataset", "MISSING.csv"], "MISSING.csv: file not found"),
         (["--epochs", "0"], "epochs must be positive, but got 0"),
         (["--lr", "fast"], "invalid float value: 'fast'"),
-        (["--teacher", "/no/such/checkpoint", "--dataset", "TOY"], "/no/such/checkpoint"),
+        (
+            ["--teacher", "/no/such/checkpoint", "--dataset", "TOY"],
+            "--teacher /no/such/checkpoint: no such folder",
+        ),
         (
             ["--dataset", "TOY", "--label-names", "a,b,c"],
-            "3 names (a,b,c) but the labels hold 2 classes (0,1)",
+            "--label-names a,b,c gives 3 names for the 2 classes (0,1)",
         ),
     ],
 )

@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from filelock import FileLock
 
+from trainers.errors import ConfigError
+
 CACHE_ENV = "TOXITUNE_CACHE_DIR"
 
 
@@ -48,5 +50,12 @@ def load_tensors(path: Path) -> Any:
 
     ``weights_only=True`` refuses any other object, so a file planted in a run's folder or the cache
     runs no code when it is read.
+
+    Raises:
+        ConfigError: The file holds anything else, or is cut short.
     """
-    return torch.load(path, weights_only=True)
+    try:
+        return torch.load(path, weights_only=True)
+    except Exception as error:  # UnpicklingError, RuntimeError or EOFError, by what the file holds
+        # Not torch's own advice (load it without weights_only): that would run whatever the file holds.
+        raise ConfigError(f"{path} is not a file toxitune wrote; delete it and run again") from error

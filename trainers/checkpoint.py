@@ -99,7 +99,7 @@ def load_checkpoint(path: Path, config: TrainConfig) -> Checkpoint | None:
     )
     try:
         saved = load_tensors(path)
-    except Exception as error:  # UnpicklingError, RuntimeError or EOFError, by what the file holds
+    except ConfigError as error:
         raise ConfigError(not_ours) from error
     validation_fields = {field.name for field in fields(Metrics)}
     if (

@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
+from tqdm.auto import tqdm
+
 from trainers.config import GRAPHS_ENV, PRECISION_ENV, TrainConfig
 from trainers.errors import DataWarning, ToxituneError
 
@@ -134,6 +136,8 @@ def run_main(main: Callable[[list[str] | None], int]) -> None:
         print(f"error: {error}", file=sys.stderr)
         code = EXIT_USAGE
     except KeyboardInterrupt:
+        for bar in list(tqdm._instances):  # a bar left open would carry the message on its line
+            bar.close()
         print("interrupted; finished work is kept, run the same command again to resume", file=sys.stderr)
         code = 130
     sys.exit(code)

@@ -114,9 +114,9 @@ def load_splits(config: DataConfig, *, batch_size: int) -> Splits:
     if config.label_names is not None:
         if len(config.label_names) != len(label_names):
             raise DataError(
-                f"{config.dataset}: --label-names gives {len(config.label_names)} names "
-                f"({','.join(config.label_names)}) but the labels hold {len(label_names)} classes "
-                f"({','.join(label_names)}); give one name per class"
+                f"{config.dataset}: --label-names {','.join(config.label_names)} gives "
+                f"{len(config.label_names)} names for the {len(label_names)} classes ({','.join(label_names)}); "
+                "give one name per class"
             )
         label_names = config.label_names
     if len(frames) == 1:
@@ -127,6 +127,14 @@ def load_splits(config: DataConfig, *, batch_size: int) -> Splits:
         frame = frames[name]
         split = Split(tuple(frame["text"]), np.asarray([encode[v] for v in frame["label"]], dtype=np.int64))
         if sizes[name] is not None:
+            if sizes[name] > len(split):
+                flag = {"train": "--train-size", "validation": "--eval-size", "test": "--test-size"}[name]
+                warnings.warn(
+                    f"{config.dataset}: {flag} {sizes[name]} exceeds the {len(split)} examples of the {name} "
+                    "split; using them all",
+                    DataWarning,
+                    stacklevel=2,
+                )
             split = split.subset(stratified_subsample(split.labels, sizes[name], config.split_seed))
         splits[name] = split
     if len(np.unique(splits["train"].labels)) < 2:

@@ -134,14 +134,20 @@ class EarlyStopping:
         return self.patience > 0 and self.epoch - self.best_epoch >= self.patience - 1e-6
 
 
+def predicts_one_class(record: EvalRecord) -> bool:
+    """Whether every validation prediction of ``record`` is the same class."""
+    predicted = [sum(column) for column in zip(*record.validation.confusion, strict=True)]
+    return sum(count > 0 for count in predicted) <= 1
+
+
 def collapse_reason(record: EvalRecord, num_labels: int, *, tolerance: float = 0.01) -> str | None:
     """Why a run looks collapsed, or ``None``.
 
     A run has collapsed when every validation prediction is one class, or when its training
     cross-entropy sits within ``tolerance`` (relative) of ``ln(num_labels)``, the loss of a uniform guess.
     """
-    predicted = [sum(column) for column in zip(*record.validation.confusion, strict=True)]
-    if sum(count > 0 for count in predicted) <= 1:
+    if predicts_one_class(record):
+        predicted = [sum(column) for column in zip(*record.validation.confusion, strict=True)]
         label = max(range(num_labels), key=lambda i: predicted[i])
         return f"every validation prediction is class {label}"
     chance = math.log(num_labels)
@@ -265,11 +271,14 @@ def decide(
     caller_stops: bool,
     finished: bool,
     num_labels: int,
+    best: EvalRecord | None,
 ) -> tuple[Status, str | None]:
     """How a run stands after ``record``: ``(COMPLETED, None)`` to go on, else how it ends and why.
 
     A collapse is judged once both warm-ups have passed; the caller's stop and early stopping only
-    matter before the last step, after which the run is complete anyway.
+    matter before the last step, after which the run is complete anyway. Early stopping waits while
+    the ``best`` evaluation so far predicts one class: a run that has not yet left the majority class
+    has nothing to keep, and whether it is a slow starter or collapsed is the collapse check's call.
     """
     if record.epoch >= config.collapse_warmup_epochs and record.step >= config.collapse_min_steps:
         if (collapsed := collapse_reason(record, num_labels)) is not None:
@@ -278,7 +287,7 @@ def decide(
         return Status.COMPLETED, None
     if caller_stops:
         return Status.STOPPED, f"stopped by the caller at step {record.step}"
-    if stopper.should_stop:
+    if stopper.should_stop and best is not None and not predicts_one_class(best):
         return Status.EARLY_STOPPED, f"no {config.metric} improvement in {config.patience:g} epochs"
     return Status.COMPLETED, None
 
@@ -383,6 +392,7 @@ def evaluate_and_decide(
         caller_stops=caller_stops,
         finished=state.step >= total_steps,
         num_labels=len(task.label_names),
+        best=state.best,
     )
     return record
 

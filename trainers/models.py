@@ -48,6 +48,9 @@ def check_checkpoint(name: str) -> None:
     """
     folder = Path(resolve_checkpoint(name)).expanduser()
     if not folder.is_dir():
+        # A hub id ("org/model") never starts like a path; a folder name that does must exist.
+        if name.startswith(("/", ".", "~")):
+            raise ConfigError(f"--teacher {name}: no such folder")
         return
     layout = "a checkpoint folder holds config.json, tokenizer files and model.safetensors"
     if not (folder / "config.json").is_file():
