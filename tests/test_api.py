@@ -59,3 +59,16 @@ def test_the_benchmarks_call_the_api_and_build_no_command_lines():
     for script in (ROOT / "benchmarks").glob("*.py"):
         text = script.read_text()
         assert "run.main(" not in text and "from search import run" not in text, script.name
+
+
+def test_the_readme_notebook_snippet_runs_a_quickstart_study(tmp_path, monkeypatch):
+    readme = (ROOT / "README.md").read_text()
+    snippet = readme.split("## Python API", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.setenv("TOXITUNE_CACHE_DIR", str(tmp_path / "cache"))
+    names: dict = {}
+    exec(compile(snippet, "README.md", "exec"), names)  # noqa: S102 - the README's own code, as a reader runs it
+    assert len(names["study"].trials) == 3 and names["study"].best_trial is not None
+    assert names["export"]["candidates"][0]["trial"] == names["study"].best_trial.number
+    assert (tmp_path / "best.yaml").is_file() and (tmp_path / "notebook.db").is_file()

@@ -87,7 +87,7 @@ def test_the_pruner_judges_roc_auc_for_an_f1_study_unless_told(trained_checkpoin
 
 
 def test_a_study_resumed_without_a_signal_keeps_the_one_it_was_created_with(
-    tiny_checkpoint, toy_data, tmp_path, monkeypatch
+    trained_checkpoint, toy_data, tmp_path, monkeypatch
 ):
     opened = []
 
@@ -97,7 +97,7 @@ def test_a_study_resumed_without_a_signal_keeps_the_one_it_was_created_with(
             super().__init__(url, **kwargs)
 
     monkeypatch.setattr(search.storage, "RDBStorage", CountedStorage)
-    args = ["--method", "lora", "--study", "older", *_args(tiny_checkpoint, toy_data, tmp_path)]
+    args = ["--method", "lora", "--study", "older", *_args(trained_checkpoint, toy_data, tmp_path)]
     assert main([*args, "--trials", "1", "--pruner-signal", "macro_f1"]) == 0
     assert main([*args, "--trials", "2"]) == 0
     assert len(opened) == 2, "each run opens its storage once, for the stored signal and the study alike"
@@ -108,8 +108,8 @@ def test_a_study_resumed_without_a_signal_keeps_the_one_it_was_created_with(
     assert list(study.trials[1].intermediate_values.values()) == [max(f1s[: k + 1]) for k in range(len(f1s))]
 
 
-def test_rerunning_a_finished_study_runs_nothing(tiny_checkpoint, toy_data, tmp_path, capsys):
-    args = ["--method", "lora", "--trials", "2", *_args(tiny_checkpoint, toy_data, tmp_path)]
+def test_rerunning_a_finished_study_runs_nothing(trained_checkpoint, toy_data, tmp_path, capsys):
+    args = ["--method", "lora", "--trials", "2", *_args(trained_checkpoint, toy_data, tmp_path)]
     assert main(args) == 0
     assert main(args) == 0
     assert len(_load(tmp_path, "lora-custom").trials) == 2
@@ -168,7 +168,7 @@ def _run_cli(*args, **kwargs):
     )  # fmt: skip
 
 
-def test_resume_after_sigkill_loses_and_repeats_no_trial(tiny_checkpoint, toy_data, tmp_path):
+def test_resume_after_sigkill_loses_and_repeats_no_trial(trained_checkpoint, toy_data, tmp_path):
     # Later flags win: six epochs make each trial long enough to be caught running.
     args = [
         "--method",
@@ -177,7 +177,7 @@ def test_resume_after_sigkill_loses_and_repeats_no_trial(tiny_checkpoint, toy_da
         "4",
         "--pruner",
         "none",
-        *_args(tiny_checkpoint, toy_data, tmp_path),
+        *_args(trained_checkpoint, toy_data, tmp_path),
         "--epochs",
         "6",
     ]
@@ -241,8 +241,10 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, args, message):
     assert not list(tmp_path.iterdir()), "a failed command creates no database"
 
 
-def test_a_bad_data_path_creates_nothing_and_the_corrected_command_runs(tiny_checkpoint, toy_data, tmp_path):
-    args = ["--method", "lora", "--trials", "1", *_args(tiny_checkpoint, toy_data, tmp_path)]
+def test_a_bad_data_path_creates_nothing_and_the_corrected_command_runs(
+    trained_checkpoint, toy_data, tmp_path
+):
+    args = ["--method", "lora", "--trials", "1", *_args(trained_checkpoint, toy_data, tmp_path)]
     with pytest.raises(DataError, match="file not found"):
         main([*args, "--dataset", str(tmp_path / "missing.csv")])
     assert not (tmp_path / "study.db").exists()
@@ -304,14 +306,22 @@ def test_ctrl_c_during_a_study_prints_one_line(tiny_checkpoint, toy_data, tmp_pa
     ], err
 
 
-def test_postgres_storage_shares_one_study_between_two_workers(tiny_checkpoint, toy_data, tmp_path):
+def test_postgres_storage_shares_one_study_between_two_workers(trained_checkpoint, toy_data, tmp_path):
     url = "postgresql://postgres@127.0.0.1:5432/test"
     try:
         optuna.storages.RDBStorage(url)
     except Exception as error:
         pytest.skip(f"PostgreSQL not reachable: {error}")
     name = f"shared-{uuid.uuid4().hex[:8]}"
-    args = ["--method", "lora", "--trials", "4", "--study", name, *_args(tiny_checkpoint, toy_data, tmp_path)]
+    args = [
+        "--method",
+        "lora",
+        "--trials",
+        "4",
+        "--study",
+        name,
+        *_args(trained_checkpoint, toy_data, tmp_path),
+    ]
     args[args.index("--storage") + 1] = url
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     workers = [subprocess.Popen([sys.executable, "-m", "search.run", *args], stdout=subprocess.PIPE,
@@ -398,8 +408,8 @@ def test_every_trial_is_an_offline_wandb_run_with_its_metrics(tiny_checkpoint, t
     assert len(summary.table("trials")) == 2
 
 
-def test_a_study_refuses_trials_with_other_fixed_settings(tiny_checkpoint, toy_data, tmp_path):
-    args = ["--method", "lora", "--trials", "1", *_args(tiny_checkpoint, toy_data, tmp_path)]
+def test_a_study_refuses_trials_with_other_fixed_settings(trained_checkpoint, toy_data, tmp_path):
+    args = ["--method", "lora", "--trials", "1", *_args(trained_checkpoint, toy_data, tmp_path)]
     assert main(args) == 0
     with pytest.raises(ToxituneError, match=r"other base_config \(epochs was 2, now 3\)"):
         main([*args, "--trials", "2", "--epochs", "3"])

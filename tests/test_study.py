@@ -83,7 +83,7 @@ def test_a_worker_waits_for_a_peers_trial_and_replaces_it_when_the_peer_dies(
     failed = run_until(study, objective, settings)
     assert finished_count(study) == 3
     assert failed == [planted.number]
-    assert "waiting for 1 trials running in other workers" in capsys.readouterr().out
+    assert "waiting for 1 trial running in other workers" in capsys.readouterr().out
 
 
 def test_a_worker_that_times_out_waiting_says_what_is_missing(tmp_path, monkeypatch, peer):
