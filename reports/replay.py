@@ -28,6 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.pruners import MEDIAN_STARTUP_TRIALS, PrunerName, make_pruner, reports_within
 from trainers.config import maximizes
+from trainers.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -174,7 +175,7 @@ def thin_reports(trials: Sequence[FrozenTrial], every: int) -> list[FrozenTrial]
         [{1: 0.61, 2: 0.70, 3: 0.72}, ...]  # from reports 2, 4, 6 of six
     """
     if every < 1:
-        raise ValueError(f"every must be positive, but got {every}")
+        raise ConfigError(f"every must be positive, but got {every}")
     thinned = []
     for trial in trials:
         curve = [value for _, value in sorted(trial.intermediate_values.items())]

@@ -14,6 +14,7 @@ from reports.replay import (
     thin_reports,
 )
 from search.pruners import MEDIAN_STARTUP_TRIALS
+from trainers.errors import ConfigError
 
 # Two steady trials, then a late bloomer that ends best: the median pruner judges it by its first reports.
 CURVES = ([0.5, 0.7, 0.8], [0.6, 0.7, 0.9], [0.1, 0.2, 0.95])
@@ -91,7 +92,7 @@ def test_thinned_reports_keep_every_nth_and_the_last():
     assert [t.intermediate_values for t in thinned] == [{1: 0.2, 2: 0.4}, {1: 0.6, 2: 0.7}]
     assert study.trials[0].intermediate_values == {1: 0.1, 2: 0.2, 3: 0.3, 4: 0.4}, "originals untouched"
     assert [t.value for t in thinned] == [0.4, 0.7]
-    with pytest.raises(ValueError, match="every must be positive"):
+    with pytest.raises(ConfigError, match="every must be positive"):
         thin_reports(study.trials, 0)
 
 

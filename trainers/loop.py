@@ -25,6 +25,7 @@ from trainers.checkpoint import Checkpoint, capture_rng, load_checkpoint, restor
 from trainers.config import TrainConfig, maximizes
 from trainers.data import make_loader
 from trainers.device import cuda_graphs, make_accelerator
+from trainers.errors import ConfigError
 from trainers.evaluate import Metrics, evaluate
 from trainers.graphs import GRAPH_WIDTH_MULTIPLE, GraphedLogits, eager_logits
 from trainers.losses import LossParts, classification_loss, distillation_loss
@@ -415,7 +416,9 @@ def train(
         checkpoint: File for epoch-end checkpoints; a run that finds one there continues from it.
     """
     if config.distills and task.teacher_logits is None:
-        raise ValueError("a distillation run needs a task prepared with a teacher")
+        raise ConfigError(
+            "a distillation run needs a task prepared with a teacher (prepare_task with its config)"
+        )
     started = time.monotonic()
     set_seed(config.seed)
     accelerator, graphs = make_accelerator(), cuda_graphs()
