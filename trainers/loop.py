@@ -417,7 +417,7 @@ def train(
     """
     if config.distills and task.teacher_logits is None:
         raise ConfigError(
-            "a distillation run needs a task prepared with a teacher (prepare_task with its config)"
+            "a distillation run needs a task prepared with its teacher (prepare_task of its config)"
         )
     started = time.monotonic()
     set_seed(config.seed)
