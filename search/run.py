@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from search.config import StudyConfig
 from search.progress import format_params
@@ -19,6 +19,7 @@ from studies.presets import available_presets, load_preset, search_space
 from studies.spaces import readable_params
 from trainers.cli import ArgumentParser, add_config_arguments, config_overrides, merge, run_main
 from trainers.config import TrainConfig
+from trainers.settings import setting_paths
 
 if TYPE_CHECKING:
     import optuna
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     study = StudyConfig.from_dict(
         merge(preset.study if preset else {}, config_overrides(args, StudyConfig, namespace=STUDY))
     )
-    space = search_space(base.method, preset, fixed=_flat_paths(overrides))
+    space = search_space(base.method, preset, fixed=setting_paths(overrides))
     started = time.monotonic()
     result = run_study(
         study, base, space=space, preset=preset, cache_dir=args.cache_dir, progress=not args.no_progress
@@ -73,13 +74,6 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     return 0
-
-
-def _flat_paths(tree: dict[str, Any], prefix: str = "") -> set[str]:
-    paths = set()
-    for key, value in tree.items():
-        paths |= _flat_paths(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key}
-    return paths
 
 
 def _print_summary(study: optuna.Study, metric: str, seconds: float) -> bool:

@@ -21,6 +21,7 @@ from studies.spaces import readable_params
 from trainers.cli import raise_if_interrupted
 from trainers.config import maximizes
 from trainers.errors import ToxituneError
+from trainers.settings import difference
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 MAX_FAILURES_IN_A_ROW = 3
@@ -165,17 +166,9 @@ def pin_attr(study: optuna.Study, key: str, value: Any) -> None:
         study.set_user_attr(key, value)
     elif stored != value:
         raise ToxituneError(
-            f"study {study.study_name!r} was created with other {key} ({_difference(stored, value)}); "
+            f"study {study.study_name!r} was created with other {key} ({difference(stored, value)}); "
             "rerun it with the same settings or pass another --study"
         )
-
-
-def _difference(stored: Any, given: Any, path: str = "") -> str:
-    if isinstance(stored, dict) and isinstance(given, dict):
-        for key in sorted(set(stored) | set(given)):
-            if stored.get(key) != given.get(key):
-                return _difference(stored.get(key), given.get(key), f"{path}{key}.")
-    return f"{path.rstrip('.') or 'value'} was {stored!r}, now {given!r}"
 
 
 def finished_count(study: optuna.Study) -> int:

@@ -80,7 +80,9 @@ def pick(rng: random.Random, pool: tuple[list[str], list[str]], held_out: bool) 
 def offensive(rng: random.Random, held_out: bool) -> str:
     """An insult aimed at someone: a name-calling word, or a barb that uses none."""
     if rng.random() < 0.5:
-        return f"{rng.choice(PEOPLE)} is a total {pick(rng, INSULTS, held_out)}"  # "a total" fits every insult
+        return (
+            f"{rng.choice(PEOPLE)} is a total {pick(rng, INSULTS, held_out)}"  # "a total" fits every insult
+        )
     return f"{rng.choice(PEOPLE)} {pick(rng, BARBS, held_out)}"
 
 

@@ -83,3 +83,20 @@ def _describe(hint: Any) -> str:
     if get_origin(hint) is tuple:
         return "a list of names"
     return {int: "an integer", float: "a number", str: "text", bool: "true or false"}.get(hint, str(hint))
+
+
+def difference(stored: Any, given: Any, path: str = "") -> str:
+    """The first setting where two nested dicts differ, as ``path was X, now Y``."""
+    if isinstance(stored, dict) and isinstance(given, dict):
+        for key in sorted(set(stored) | set(given)):
+            if stored.get(key) != given.get(key):
+                return difference(stored.get(key), given.get(key), f"{path}{key}.")
+    return f"{path.rstrip('.') or 'value'} was {stored!r}, now {given!r}"
+
+
+def setting_paths(tree: dict[str, Any], prefix: str = "") -> set[str]:
+    """The dotted paths of a nested dict's leaves: ``{"lora": {"rank": 8}}`` gives ``{"lora.rank"}``."""
+    paths = set()
+    for key, value in tree.items():
+        paths |= setting_paths(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key}
+    return paths

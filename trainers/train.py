@@ -36,9 +36,13 @@ def build_parser() -> ArgumentParser:
 
 
 def run_report(config: TrainConfig, task: Task, result: TrainResult) -> dict[str, Any]:
-    """What ``metrics.json`` holds for a finished run; the test split is read here, after training."""
+    """What ``metrics.json`` holds for a finished run; the test split is read here, after training.
+
+    Beside the metrics it keeps every test prediction (``test_predictions``, in split order, with
+    ``test_labels``), so runs can be compared example by example, and the parameters the run trained.
+    """
     from trainers.device import cuda_graphs, mixed_precision, training_device
-    from trainers.evaluate import evaluate_split
+    from trainers.evaluate import metrics_from_logits, split_logits
 
     report: dict[str, Any] = {
         "method": config.method,
@@ -47,6 +51,12 @@ def run_report(config: TrainConfig, task: Task, result: TrainResult) -> dict[str
         "validation": result.best.validation.to_dict() if result.best else None,
         "test": None,
         "confusion_matrix": None,
+        "test_labels": task.test.labels.tolist(),
+        "test_predictions": None,
+        "parameters": {
+            "total": sum(p.numel() for p in result.model.parameters()),
+            "trained": sum(p.numel() for p in result.model.parameters() if p.requires_grad),
+        },
         "teacher": task.teacher_metrics,
         "config": config.to_dict(),
         "device": {
@@ -56,15 +66,12 @@ def run_report(config: TrainConfig, task: Task, result: TrainResult) -> dict[str
         },
     }
     if result.best is not None:
-        test = evaluate_split(
-            result.model,
-            task.test,
-            task.label_names,
-            pad_token_id=task.tokenizer.pad_token_id,
-            batch_size=config.eval_batch_size,
-        )
+        pad = task.tokenizer.pad_token_id
+        logits = split_logits(result.model, task.test, pad_token_id=pad, batch_size=config.eval_batch_size)
+        test = metrics_from_logits(logits, task.test.labels, task.label_names)
         report["test"] = test.to_dict()
         report["confusion_matrix"] = test.confusion
+        report["test_predictions"] = logits.argmax(dim=-1).tolist()
     return report
 
 

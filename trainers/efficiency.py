@@ -1,0 +1,124 @@
+"""What a trained classifier costs to ship: parameters, size on disk, and CPU latency and throughput.
+
+Measured under one stated protocol, so figures from different models compare:
+
+- the model folder written by ``trainers.train`` or ``search.train``, loaded on the CPU in float32;
+- real texts (a split's), cycled in order, tokenised and padded per batch as the model would be served;
+- ``warmup`` untimed forward passes, then ``repeats`` timed ones per batch size, under
+  ``torch.inference_mode``; latency is the median (p50) and 95th percentile (p95) per batch;
+- ``torch.get_num_threads()`` threads, recorded with the CPU model.
+
+Example:
+    >>> efficiency = measure(Path("runs/best/model"), texts)
+    >>> efficiency.latency_ms["1"]["p50"], efficiency.examples_per_second
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+BATCH_SIZES = (1, 32)
+
+
+@dataclass(frozen=True)
+class Efficiency:
+    """A shipped model's cost.
+
+    Attributes:
+        parameters: Every parameter of the shipped model (a LoRA model is shipped merged).
+        size_bytes: The model folder's size on disk, tokenizer included.
+        latency_ms: By batch size (as text, so it survives JSON): ``{"p50": …, "p95": …}`` per batch.
+        examples_per_second: At the largest batch size, from its median latency.
+        cpu: The processor, as the operating system names it.
+        threads: Torch's CPU threads during the measurement.
+        max_length: Tokens kept per text.
+        repeats: Timed passes per batch size.
+    """
+
+    parameters: int
+    size_bytes: int
+    latency_ms: dict[str, dict[str, float]]
+    examples_per_second: float
+    cpu: str
+    threads: int
+    max_length: int
+    repeats: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def cpu_name() -> str:
+    """The processor's model name (``/proc/cpuinfo`` on Linux), else what ``platform`` says."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+@torch.inference_mode()
+def measure(
+    model_dir: Path,
+    texts: Sequence[str],
+    *,
+    max_length: int = 128,
+    batch_sizes: Sequence[int] = BATCH_SIZES,
+    repeats: int = 50,
+    warmup: int = 5,
+) -> Efficiency:
+    """Measure the model in ``model_dir`` on ``texts`` under the module's protocol.
+
+    Args:
+        model_dir: A folder ``AutoModelForSequenceClassification`` loads (safetensors only).
+        texts: Real inputs, cycled in order to fill the batches.
+        max_length: Tokens kept per text, as in training.
+        batch_sizes: The batch sizes to time.
+        repeats: Timed passes per batch size (at least 50 for a stable p95).
+        warmup: Untimed passes first, per batch size.
+    """
+    model = AutoModelForSequenceClassification.from_pretrained(
+        model_dir, torch_dtype=torch.float32, use_safetensors=True, trust_remote_code=False
+    ).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    latency = {}
+    for size in batch_sizes:
+        batches = [
+            tokenizer(
+                [texts[(start + i) % len(texts)] for i in range(size)],
+                truncation=True,
+                max_length=max_length,
+                padding=True,
+                return_tensors="pt",
+            )
+            for start in range(0, size * (warmup + repeats), size)
+        ]
+        seconds = []
+        for index, batch in enumerate(batches):
+            started = time.perf_counter()
+            model(**batch)
+            if index >= warmup:
+                seconds.append(time.perf_counter() - started)
+        p50, p95 = np.percentile(np.asarray(seconds) * 1000, [50, 95])
+        latency[str(size)] = {"p50": float(p50), "p95": float(p95)}
+    largest = max(batch_sizes)
+    return Efficiency(
+        parameters=sum(p.numel() for p in model.parameters()),
+        size_bytes=sum(path.stat().st_size for path in model_dir.rglob("*") if path.is_file()),
+        latency_ms=latency,
+        examples_per_second=largest / (latency[str(largest)]["p50"] / 1000),
+        cpu=cpu_name(),
+        threads=torch.get_num_threads(),
+        max_length=max_length,
+        repeats=repeats,
+    )
