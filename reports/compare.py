@@ -277,7 +277,7 @@ def _quality_latency(rows: list[Row], costs: dict[str, Any], path: Path) -> str:
             best = mean
     ax.step(*zip(*front, strict=True), where="post", color="tab:green", label="Pareto front")
     cpu = next(cost for cost in costs.values() if cost)
-    ax.set(xlabel=f"latency at batch 1, p50 (ms; {cpu['threads']} threads)", ylabel="test macro-F1",
+    ax.set(xlabel=f"latency at batch 1, p50 (ms; torch threads {cpu['threads']})", ylabel="test macro-F1",
            title="quality against latency")  # fmt: skip
     ax.legend(fontsize=8)
     return _save(fig, path)
@@ -336,11 +336,7 @@ def _verdict(
         cost = between(fastest, best) if fastest is not best else None
         lines.append(
             f"- **For speed, ship {fastest.name}**: {costs[fastest.name]['latency_ms']['1']['p50']:.1f} ms a text at batch 1"
-            + (
-                f", {_against(cost)} of macro-F1 against {best.name}."
-                if cost
-                else ", and it is also the best."
-            )
+            + (f"; macro-F1 {_against(cost)} against {best.name}." if cost else ", and it is also the best.")
         )
     full = next((row for row in timed if row.method == "lora"), None)
     for row in timed:
@@ -349,7 +345,7 @@ def _verdict(
         speed = costs[full.name]["latency_ms"]["1"]["p50"] / costs[row.name]["latency_ms"]["1"]["p50"]
         share = costs[row.name]["parameters"] / costs[full.name]["parameters"]
         lines.append(
-            f"- {row.name} against the full-depth {full.name}: {_against(between(row, full))} of macro-F1, "
+            f"- {row.name} against the full-depth {full.name}: macro-F1 {_against(between(row, full))}; "
             f"{speed:.2f}× its speed at batch 1, {share:.0%} of its parameters."
         )
     return lines
@@ -369,7 +365,7 @@ def _markdown(
     if record.exists():
         settings = json.loads(record.read_text())
         lines += [
-            f"Preset `{settings['preset']}`; "
+            f"Preset `{settings['preset'] or 'none'}`; "
             + ", ".join(f"{key} `{value}`" for key, value in settings["experiment"].items())
             + ".",
             "",
@@ -393,7 +389,7 @@ def _markdown(
                          f"[{_points(result['low'])}, {_points(result['high'])}] | {verdict} |")  # fmt: skip
     if timed:
         lines += ["", "## Efficiency", "",
-                  f"Shipped models on this machine: {timed['cpu']}, {timed['threads']} threads, float32, "
+                  f"Shipped models on this machine: {timed['cpu']}, torch threads {timed['threads']}, float32, "
                   f"{timed['repeats']} timed passes per batch size after warm-up, validation texts of up to "
                   f"{timed['max_length']} tokens.", "",
                   "| | parameters | trained | size on disk | batch 1 p50 / p95 (ms) | batch 32 p50 / p95 (ms) | texts/s |",
