@@ -129,6 +129,7 @@ def run_experiment(
     ]
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    before = report_sources(out)
     try:
         results = _run(
             config,
@@ -144,9 +145,31 @@ def run_experiment(
         if created and not any(out.iterdir()):  # a first stage that failed leaves nothing behind
             out.rmdir()
         raise
-    print("[report] efficiency, differences and figures", flush=True)
-    write_report(out)
+    index = out / "report" / "index.html"
+    if index.exists() and report_sources(out) == before:
+        print(f"[report] up to date: {index}", flush=True)
+    else:
+        print("[report] efficiency, differences and figures", flush=True)
+        write_report(out)
     return results
+
+
+def report_sources(out: Path) -> dict[str, Any]:
+    """What the report is drawn from: each stored seed run's time and each study's trial count.
+
+    A rerun that changed neither leaves the report as it is.
+    """
+    import optuna
+
+    from search.storage import open_storage
+
+    runs = {str(path): path.stat().st_mtime_ns for path in sorted(out.glob("*/*/runs/*.json"))}
+    studies = {}
+    if (out / "studies.db").exists():
+        storage = open_storage(f"sqlite:///{out / 'studies.db'}", create=False)
+        summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
+        studies = {summary.study_name: summary.n_trials for summary in summaries}
+    return {"runs": runs, "studies": studies}
 
 
 def _run(

@@ -9,6 +9,7 @@ skipped when the command is rerun after an interruption.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import shutil
@@ -73,11 +74,18 @@ def retrain_candidate(
     from trainers.prepare import prepare_task
 
     config = TrainConfig.from_dict(candidate["config"])
-    task = prepare_task(config, cache_dir=cache_dir, progress=progress)
-    if data_fingerprint and task.splits.fingerprint() != data_fingerprint:
-        print(
-            f"warning: the data of {config.data.dataset} changed since the study; scores are not comparable"
-        )
+
+    @functools.cache
+    def task() -> Task:
+        # Prepared only for a seed that must train: a rerun with every seed stored reads no data.
+        prepared = prepare_task(config, cache_dir=cache_dir, progress=progress)
+        if data_fingerprint and prepared.splits.fingerprint() != data_fingerprint:
+            print(
+                f"warning: the data of {config.data.dataset} changed since the study; "
+                "scores are not comparable"
+            )
+        return prepared
+
     folder = out / "candidates" / f"trial-{candidate['trial']}"
     maximize = maximizes(config.metric)
     runs = []
@@ -88,13 +96,13 @@ def retrain_candidate(
         if report is not None:
             runs.append(report)
             continue
-        report, result = train_seed(seeded, task, trial=candidate["trial"], progress=progress)
+        report, result = train_seed(seeded, task(), trial=candidate["trial"], progress=progress)
         score = report["validation"][config.metric] if _succeeded(report) else None
         # A collapsed or diverged seed is never the one shipped, however well it scores.
         previous = [r["validation"][config.metric] for r in runs if _succeeded(r)]
         if score is not None and all(score > p if maximize else score < p for p in previous):
             shutil.rmtree(folder / "model", ignore_errors=True)
-            save_classifier(result.model, task.tokenizer, folder / "model")
+            save_classifier(result.model, task().tokenizer, folder / "model")
             (folder / "best_seed.json").write_text(json.dumps({"seed": seed, "validation": score}))
         # Written last: a run interrupted while its model was saved is trained again, not read.
         write_report(report_path, report)

@@ -107,10 +107,12 @@ def test_the_page_fetches_nothing_and_renders_in_chromium(experiment, tmp_path):
 
 def test_a_rerun_trains_nothing(experiment, capsys):
     out, config, settings, study, cache_dir = experiment
-    stamps = {path: path.stat().st_mtime_ns for path in out.rglob("runs/*.json")}
+    written = [*out.rglob("runs/*.json"), out / "report" / "index.html"]
+    stamps = {path: path.stat().st_mtime_ns for path in written}
     run_experiment(config, out=out, settings=settings, study=study, cache_dir=cache_dir, progress=False)
-    assert {path: path.stat().st_mtime_ns for path in out.rglob("runs/*.json")} == stamps
+    assert {path: path.stat().st_mtime_ns for path in written} == stamps
     printed = capsys.readouterr().out
+    assert "[report] up to date" in printed
     assert printed.count("2/2 trials finished") == 2
     assert not re.search(r"^trial \S+ seed \d+:", printed, re.MULTILINE), "no seed was trained again"
 
