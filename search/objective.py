@@ -10,6 +10,7 @@ import optuna
 from search.progress import TrialLine
 from search.pruners import describe
 from search.storage import worker_id
+from search.tracking import RunLink
 from studies.spaces import SearchSpace, readable_params, suggest
 from trainers.config import TrainConfig, maximizes
 from trainers.loop import FAILURES, EvalRecord, Status, train
@@ -19,7 +20,7 @@ from trainers.task import Task
 class Tracker(Protocol):
     """What the objective needs of a tracker (see :class:`search.tracking.StudyTracker`)."""
 
-    def start_trial(self, number: int, config: dict[str, Any], params: dict[str, Any]) -> str | None: ...
+    def start_trial(self, number: int, config: dict[str, Any], params: dict[str, Any]) -> RunLink | None: ...
     def log_eval(self, record: dict[str, Any]) -> None: ...
     def finish_trial(self, state: str, summary: dict[str, Any]) -> None: ...
 
@@ -46,9 +47,12 @@ class Objective:
         applicable = config.applicable_dict()
         trial.set_user_attr("config", applicable)
         params = readable_params(trial.params, trial.user_attrs)
-        run_path = self.tracker.start_trial(trial.number, applicable, params)
-        if run_path:
-            trial.set_user_attr("wandb_run", run_path)
+        run = self.tracker.start_trial(trial.number, applicable, params)
+        if run is not None:
+            trial.set_user_attr("wandb_run", run.path)
+            if run.url:
+                # A user attribute is what optuna-dashboard (reports.serve) shows of each trial.
+                trial.set_user_attr("wandb_url", run.url)
         line = TrialLine(
             trial.number,
             params,

@@ -115,6 +115,19 @@ def _has_api_key() -> bool:
     return bool(entry and entry[2])
 
 
+@dataclass(frozen=True)
+class RunLink:
+    """Where a trial's W&B run is.
+
+    Attributes:
+        path: ``entity/project/id`` (no entity offline).
+        url: The run's page; ``None`` for an offline run, which gets one when ``wandb sync`` uploads it.
+    """
+
+    path: str
+    url: str | None
+
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -168,8 +181,8 @@ class StudyTracker:
         self._run: Any = None
 
     @_never_raises
-    def start_trial(self, number: int, config: dict[str, Any], params: dict[str, Any]) -> str | None:
-        """Start the run of trial ``number``; return its W&B path (``entity/project/id``), if tracking.
+    def start_trial(self, number: int, config: dict[str, Any], params: dict[str, Any]) -> RunLink | None:
+        """Start the run of trial ``number``; return where it is, if tracking.
 
         A previous trial's run left open is finished as failed first.
 
@@ -185,7 +198,9 @@ class StudyTracker:
             name=f"{self.study_name}-trial-{number}",
             config={**config, "trial_params": params, "trial_number": number},
         )
-        return "/".join(part for part in (self._run.entity, self._run.project, self._run.id) if part)
+        path = "/".join(part for part in (self._run.entity, self._run.project, self._run.id) if part)
+        # An offline run has no page until ``wandb sync`` uploads it (and W&B warns when asked for one).
+        return RunLink(path, self._run.url if self.mode == "online" else None)
 
     @_never_raises
     def log_eval(self, record: dict[str, Any]) -> None:

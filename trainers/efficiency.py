@@ -24,7 +24,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoTokenizer
+
+from trainers.models import load_trained_classifier
 
 BATCH_SIZES = (1, 32)
 
@@ -67,6 +69,11 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def size_on_disk(folder: Path) -> int:
+    """Bytes of every file under ``folder``: what shipping it costs in storage."""
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+
+
 @torch.inference_mode()
 def measure(
     model_dir: Path,
@@ -87,9 +94,7 @@ def measure(
         repeats: Timed passes per batch size (at least 50 for a stable p95).
         warmup: Untimed passes first, per batch size.
     """
-    model = AutoModelForSequenceClassification.from_pretrained(
-        model_dir, torch_dtype=torch.float32, use_safetensors=True, trust_remote_code=False
-    ).eval()
+    model = load_trained_classifier(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     latency = {}
     for size in batch_sizes:
@@ -114,7 +119,7 @@ def measure(
     largest = max(batch_sizes)
     return Efficiency(
         parameters=sum(p.numel() for p in model.parameters()),
-        size_bytes=sum(path.stat().st_size for path in model_dir.rglob("*") if path.is_file()),
+        size_bytes=size_on_disk(model_dir),
         latency_ms=latency,
         examples_per_second=largest / (latency[str(largest)]["p50"] / 1000),
         cpu=cpu_name(),

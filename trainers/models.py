@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,33 +41,54 @@ def resolve_checkpoint(name: str) -> str:
     return name
 
 
-def check_checkpoint(name: str) -> None:
+def check_checkpoint(name: str, *, flag: str = "--teacher") -> None:
     """Raise a ConfigError if ``name`` is a local folder that toxitune cannot load a classifier from.
 
-    Checked before any work starts, so that a study never creates trials that all fail on it. A hub
-    id is left to the loaders, which fetch it.
+    Checked before any work starts, so that a study never creates trials that all fail on it, and a
+    server never starts on a model it cannot serve. A folder is refused when it lacks a config,
+    tokenizer files or safetensors weights, or when its config maps to code of its own (``auto_map``),
+    which toxitune never runs. A hub id is left to the loaders, which fetch it.
+
+    Args:
+        name: A hub id, a packaged id or a local folder.
+        flag: The command-line flag that named it, for the message.
     """
     folder = Path(resolve_checkpoint(name)).expanduser()
     if not folder.is_dir():
         # A hub id ("org/model") never starts like a path; a folder name that does must exist.
         if name.startswith(("/", ".", "~")):
-            raise ConfigError(f"--teacher {name}: no such folder")
+            raise ConfigError(f"{flag} {name}: no such folder")
         return
     layout = "a checkpoint folder holds config.json, tokenizer files and model.safetensors"
     if not (folder / "config.json").is_file():
-        raise ConfigError(f"--teacher {name}: no config.json; {layout}")
+        raise ConfigError(f"{flag} {name}: no config.json; {layout}")
     if not any(
         (folder / file).is_file() for file in ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
     ):
-        raise ConfigError(f"--teacher {name}: no tokenizer files; {layout}")
+        raise ConfigError(f"{flag} {name}: no tokenizer files; {layout}")
     if not any((folder / file).is_file() for file in ("model.safetensors", "model.safetensors.index.json")):
         pickles = sorted(path.name for path in folder.glob("*.bin"))
         if pickles:
             raise ConfigError(
-                f"--teacher {name}: only pickle weights ({', '.join(pickles)}), which toxitune never loads; "
+                f"{flag} {name}: only pickle weights ({', '.join(pickles)}), which toxitune never loads; "
                 "save them as safetensors (save_pretrained(..., safe_serialization=True)) where you trust them"
             )
-        raise ConfigError(f"--teacher {name}: no model.safetensors; {layout}")
+        raise ConfigError(f"{flag} {name}: no model.safetensors; {layout}")
+    for file in ("config.json", "tokenizer_config.json"):
+        if "auto_map" in _json_object(folder / file):
+            raise ConfigError(
+                f"{flag} {name}: {file} maps to code shipped in the folder (auto_map), which toxitune never "
+                "runs; use a checkpoint of an architecture transformers has built in"
+            )
+
+
+def _json_object(path: Path) -> dict:
+    """The JSON object in ``path``; empty when the file is missing or holds something else."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):  # the loaders report an unreadable file in their own words
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def load_tokenizer(name: str):
@@ -125,6 +147,20 @@ def load_classifier(
         raise ConfigError(
             f"cannot load checkpoint {name!r}; check --teacher ({error})".splitlines()[0]
         ) from error
+
+
+def load_trained_classifier(folder: Path) -> PreTrainedModel:
+    """A classifier as :func:`save_classifier` wrote it, head and label names included, ready to predict.
+
+    Float32 on the CPU, in evaluation mode; safetensors only and no remote code.
+    """
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            folder, torch_dtype=torch.float32, use_safetensors=True, trust_remote_code=False
+        )
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"cannot load the model in {folder} ({error})".splitlines()[0]) from error
+    return model.eval()
 
 
 def student_layers(layers: str | Sequence[int], teacher_depth: int) -> tuple[int, ...]:
