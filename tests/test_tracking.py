@@ -57,13 +57,15 @@ def eval_record(step: int, epoch: float, macro_f1: float, train_loss: float) -> 
 def test_offline_trial_is_read_back(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     study = tracker(tmp_path)
     params = {"lr": 3e-4, "temperature": 2.0}
-    study.start_trial(3, {"method": "odd", "epochs": 4}, params)
+    link = study.start_trial(3, {"method": "odd", "epochs": 4}, params)
     study.log_eval(eval_record(10, 1.0, macro_f1=0.5, train_loss=0.9))
     study.log_eval(eval_record(20, 2.0, macro_f1=0.75, train_loss=0.7))
     study.finish_trial("pruned", {"best_epoch": 2, "best_val_macro_f1": 0.75, "reason": None, "history": []})
 
     [run_dir] = find_runs(tmp_path / "tracking")
     run = read_back(run_dir)
+    assert link.path == f"toxitune/{run_dir.name.rsplit('-', 1)[-1]}"
+    assert link.url is None, "an offline run has no page until wandb sync"
     assert (run.name, run.group, run.job_type, run.tags) == (
         "study-a-trial-3",
         "study-a",

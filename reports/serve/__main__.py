@@ -34,7 +34,8 @@ def build_parser() -> ArgumentParser:
         "METHOD/tuned/model: the demo page at / and POST /api/predict",
     )
     parser.add_argument(
-        "--storage", help="Optuna storage URL of the studies shown at /dashboard/ (e.g. sqlite:///toxitune.db)"
+        "--storage",
+        help="Optuna storage URL of the studies shown at /dashboard/ (e.g. sqlite:///toxitune.db)",
     )
     parser.add_argument(
         "--experiment", type=Path, help="search.experiment folder whose report/ is served at /report/"
@@ -77,12 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     classifier = Classifier(args.model) if args.model is not None else None
     app = build_app(classifier=classifier, storage=storage, report=report)
     listener = _listen(args.host, args.port)
-    if args.host not in LOOPBACK:
-        print(
-            f"warning: listening on {args.host}: anyone who can reach this machine can use the model "
-            "and read the studies",
-            file=sys.stderr,
-        )
+    warning = warning_for_host(args.host)
+    if warning:
+        print(warning, file=sys.stderr)
     host, port = listener.getsockname()[:2]
     parts = [
         *(["the demo"] if classifier else []),
@@ -95,6 +93,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # how a server is stopped, not a failure
         pass
     return 0
+
+
+def warning_for_host(host: str) -> str | None:
+    """The warning that listening on ``host`` deserves: ``None`` for this machine's loopback only."""
+    if host in LOOPBACK:
+        return None
+    return f"warning: listening on {host}: anyone who can reach it can use the model and read the studies"
 
 
 def _listen(host: str, port: int) -> socket.socket:

@@ -33,7 +33,7 @@ from reports.serve.card import model_card
 from reports.serve.classifier import Classifier
 from reports.serve.dashboard import dashboard_app
 from reports.serve.limits import BodyLimit
-from reports.serve.schemas import Health, ModelCard, Parts, PredictRequest, Prediction, Problem
+from reports.serve.schemas import Health, ModelCard, Parts, Prediction, PredictRequest, Problem
 
 STATIC = Path(__file__).parent / "static"
 MAX_BODY_BYTES = 2**20
@@ -90,6 +90,10 @@ def build_app(
         @app.get("/", include_in_schema=False)
         async def index() -> RedirectResponse:
             return RedirectResponse(landing)
+
+        @app.post("/api/predict", include_in_schema=False)
+        async def no_model() -> JSONResponse:
+            return JSONResponse({"detail": "this server has no model; start it with --model DIR"}, 404)
 
     if report is not None:
         # Starlette resolves each path and answers 404 to any outside ``report``, links included.
