@@ -285,3 +285,17 @@ def test_benchmarks_reject_bad_flags_in_one_line(script, flag, value, tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and flag in result.stderr
+
+
+def test_serve_quick_run_answers_every_request(trained_checkpoint, toy_data, tmp_path, monkeypatch):
+    out = tmp_path / "serve.json"
+    argv = [
+        "--model", str(trained_checkpoint), "--data", str(toy_data), "--requests", "24", "--seconds", "60",
+        "--concurrency", "1,4", "--json", str(out),
+    ]  # fmt: skip
+    assert _load("serve", monkeypatch).main(argv) == 0
+    levels = json.loads(out.read_text())[str(trained_checkpoint)]
+    assert [level["clients"] for level in levels] == [1, 4]
+    for level in levels:
+        assert (level["answered"], level["errors"]) == (24, 0)
+        assert 0 < level["p50_ms"] <= level["p95_ms"] and level["requests_per_second"] > 0

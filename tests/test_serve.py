@@ -12,6 +12,7 @@ import re
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -502,3 +503,12 @@ def test_the_pages_work_in_chromium(server, tmp_path):
             _screenshot_is_not_blank(tab, tmp_path / "dashboard.png")
         finally:
             browser.close()
+
+
+def test_a_busy_port_is_refused_in_one_line(experiment):
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        with pytest.raises(
+            ConfigError, match=rf"^cannot listen on 127\.0\.0\.1:{port} \(Address already in use\)$"
+        ):
+            main(["--experiment", str(experiment), "--port", str(port)])
