@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
 import re
 import signal
 import subprocess
@@ -57,11 +58,18 @@ def build_models(teacher: str, folder: Path) -> dict[str, Path]:
 
 
 @contextlib.contextmanager
-def running_server(model: Path) -> Iterator[str]:
-    """``python -m reports.serve --model model`` on a free port of 127.0.0.1; its base URL."""
+def running_server(model: Path, threads: int | None = None) -> Iterator[str]:
+    """``python -m reports.serve --model model`` on a free port of 127.0.0.1; its base URL.
+
+    Args:
+        model: The model folder.
+        threads: Torch's CPU threads in the server (``OMP_NUM_THREADS``); default: torch's choice.
+    """
+    env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
     process = subprocess.Popen(
         [sys.executable, "-m", "reports.serve", "--model", str(model), "--port", "0"],
         cwd=REPO,
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -148,6 +156,12 @@ def build_parser() -> ArgumentParser:
         default=CONCURRENCY,
         help="clients per level, comma-separated (default: 1,8,32)",
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads in the server (default: torch's, one per core); on a machine another job "
+        "keeps busy, 1 avoids threads waiting for each other",
+    )
     parser.add_argument("--workdir", type=Path, help="keep the built models here")
     return parser
 
@@ -160,13 +174,18 @@ def main(argv: list[str] | None = None) -> int:
     from trainers.data import load_splits
 
     texts = load_splits(DataConfig(dataset=args.data), batch_size=1).validation.texts
-    figures: dict[str, Any] = {"machine": machine(), "requests": args.requests, "seconds": args.seconds}
+    figures: dict[str, Any] = {
+        "machine": machine(),
+        "server_threads": args.threads,
+        "requests": args.requests,
+        "seconds": args.seconds,
+    }
     with working_folder(args.workdir) as folder:
         models = (
             {str(path): path for path in args.model} if args.model else build_models(args.teacher, folder)
         )
         for name, path in models.items():
-            with running_server(path) as url:
+            with running_server(path, args.threads) as url:
                 levels = [
                     asyncio.run(load(url, texts, clients=n, requests=args.requests, seconds=args.seconds))
                     for n in args.concurrency
