@@ -366,6 +366,10 @@ def _remote_code(folder: Path) -> None:
             r"cannot open storage 'postgresql://me:\*\*\*@",
         ),
         (["--experiment", "MISSING"], "--experiment MISSING: no report/index.html"),
+        (
+            ["--experiment", "MISSING", "--port", "70000"],
+            "a port is a number from 0 to 65535, but got '70000'",
+        ),
     ],
 )
 def test_bad_parts_are_refused_before_the_server_listens(

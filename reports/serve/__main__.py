@@ -9,6 +9,7 @@ weights or with code of its own, a storage that does not open, a missing report 
 
 from __future__ import annotations
 
+import argparse
 import socket
 import sys
 from pathlib import Path
@@ -45,7 +46,9 @@ def build_parser() -> ArgumentParser:
         default=DEFAULT_HOST,
         help=f"address to listen on (default: {DEFAULT_HOST}, this machine only; another warns)",
     )
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})")
+    parser.add_argument(
+        "--port", type=_port, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT}; 0: any free one)"
+    )
     return parser
 
 
@@ -81,18 +84,26 @@ def main(argv: list[str] | None = None) -> int:
     warning = warning_for_host(args.host)
     if warning:
         print(warning, file=sys.stderr)
-    host, port = listener.getsockname()[:2]
+    port = listener.getsockname()[1]
+    address = f"[{args.host}]" if ":" in args.host else args.host
     parts = [
         *(["the demo"] if classifier else []),
         *([f"the studies of {redact(args.storage)}"] if storage else []),
         *(["the report"] if report else []),
     ]
-    print(f"serving {', '.join(parts)} at http://{host}:{port}/ (Ctrl-C stops)", flush=True)
+    print(f"serving {', '.join(parts)} at http://{address}:{port}/ (Ctrl-C stops)", flush=True)
     try:
         uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[listener])
     except KeyboardInterrupt:  # how a server is stopped, not a failure
         pass
     return 0
+
+
+def _port(text: str) -> int:
+    port = int(text) if text.isdigit() else -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is a number from 0 to 65535, but got {text!r}")
+    return port
 
 
 def warning_for_host(host: str) -> str | None:

@@ -13,7 +13,9 @@ import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from a2wsgi import WSGIMiddleware
 from optuna.storages import BaseStorage
+from optuna_dashboard import wsgi
 
 # What a browser may ask of a read-only view.
 READ_METHODS = frozenset({"GET", "HEAD"})
@@ -21,9 +23,6 @@ READ_METHODS = frozenset({"GET", "HEAD"})
 
 def dashboard_app(storage: BaseStorage) -> Any:
     """An ASGI app that serves optuna-dashboard for ``storage``, refusing every request that writes."""
-    from a2wsgi import WSGIMiddleware
-    from optuna_dashboard import wsgi
-
     return WSGIMiddleware(read_only(wsgi(storage)))
 
 
