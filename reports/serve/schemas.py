@@ -9,13 +9,17 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, mo
 MAX_TEXTS = 256
 
 
-def _not_blank(text: str) -> str:
+def _checked(text: str) -> str:
     if not text.strip():
         raise ValueError("empty text")
+    try:
+        text.encode()
+    except UnicodeEncodeError as error:  # JSON can spell a lone surrogate ("\\ud800"); no tokenizer reads one
+        raise ValueError(f"not valid Unicode (a lone surrogate at character {error.start})") from error
     return text
 
 
-Text = Annotated[StrictStr, AfterValidator(_not_blank)]
+Text = Annotated[StrictStr, AfterValidator(_checked)]
 
 
 class PredictRequest(BaseModel):
