@@ -14,7 +14,7 @@ def _checked(text: str) -> str:
         raise ValueError("empty text")
     try:
         text.encode()
-    except UnicodeEncodeError as error:  # JSON can spell a lone surrogate ("\\ud800"); no tokenizer reads one
+    except UnicodeEncodeError as error:  # JSON can spell a lone surrogate ("\ud800"); no tokenizer reads one
         raise ValueError(f"not valid Unicode (a lone surrogate at character {error.start})") from error
     return text
 
