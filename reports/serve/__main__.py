@@ -21,6 +21,8 @@ from trainers.errors import ConfigError
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+# The modules of the ``serve`` extra (pyproject.toml), which a core install lacks.
+SERVE_EXTRA = frozenset({"fastapi", "fastapi_offline", "starlette", "uvicorn", "optuna_dashboard", "a2wsgi"})
 
 
 def build_parser() -> ArgumentParser:
@@ -72,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         from reports.serve.app import build_app
         from reports.serve.classifier import Classifier
     except ImportError as error:
+        if error.name not in SERVE_EXTRA:
+            raise
         raise ConfigError(
             f"the web server needs the serve extra ({error.name} is missing): pip install -e '.[serve]'"
         ) from error

@@ -36,6 +36,7 @@ from reports.serve.limits import BodyLimit
 from reports.serve.schemas import Health, ModelCard, Parts, Prediction, PredictRequest, Problem
 
 STATIC = Path(__file__).parent / "static"
+# 1 MiB: room for the most texts a request may hold (256) at 4 KiB each, far past any model's limit.
 MAX_BODY_BYTES = 2**20
 
 
