@@ -519,3 +519,11 @@ def test_a_busy_port_is_refused_in_one_line(experiment):
             ConfigError, match=rf"^cannot listen on 127\.0\.0\.1:{port} \(Address already in use\)$"
         ):
             main(["--experiment", str(experiment), "--port", str(port)])
+
+
+def test_without_the_serve_extra_the_command_says_how_to_get_it(experiment, monkeypatch):
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # what a core install, without the extra, has
+    with pytest.raises(
+        ConfigError, match=r"needs the serve extra \(uvicorn is missing\): pip install -e '\.\[serve\]'"
+    ):
+        main(["--experiment", str(experiment), "--port", "0"])
