@@ -26,7 +26,8 @@ import optuna
 from optuna.storages import BaseStorage
 
 from search.config import StudyConfig
-from search.export import export_best
+from search.export import export_best, export_pareto
+from search.objectives import resolve_objectives
 from search.storage import open_storage
 from search.study import (
     best_trial,
@@ -43,14 +44,14 @@ from search.tracking import StudyTracker
 from search.train import retrain
 from search.urls import new_storage_file, redact
 from studies.presets import Preset, search_space
-from studies.spaces import SearchSpace
-from trainers.config import TrainConfig, maximizes
+from studies.spaces import DEPTH, METHOD, SHAPE_METHODS, SearchSpace, check_depths
+from trainers.config import TrainConfig
 from trainers.errors import ToxituneError
 
 if TYPE_CHECKING:
     from trainers.task import Task
 
-__all__ = ["StudyConfig", "TrainConfig", "export_best", "retrain", "run_study"]
+__all__ = ["StudyConfig", "TrainConfig", "export_best", "export_pareto", "retrain", "run_study"]
 
 
 class _SilentAfterInterrupt(logging.Filter):
@@ -75,6 +76,8 @@ def run_study(
 ) -> optuna.Study:
     """Run ``study`` of ``base.method`` until it holds ``study.trials`` finished trials.
 
+    With several ``study.objectives`` the study is multi-objective (see
+    :func:`~search.objectives.resolve_objectives` for what that changes, with a notice).
     An existing study of that name is resumed: only the missing trials run. A new one is created only
     once its data and teacher are ready, so a command that fails leaves no study behind, nor a
     database file it had just created.
@@ -82,7 +85,8 @@ def run_study(
     Args:
         study: Where the study is stored, its target, sampler, pruner and tracking.
         base: The trials' fixed training settings, the method and metric included; ``space`` draws the rest.
-        space: What the trials search (default: ``base.method``'s space, as ``preset`` widens it).
+        space: What the trials search (default: ``base.method``'s space, as ``preset`` widens it); one
+            with a ``"method"`` entry searches the method too (``any``).
         preset: The preset the settings came from; it names the study by default and tags its runs.
         cache_dir: Cache for tokens and teachers (default: ``~/.cache/toxitune``).
         progress: Show a live line per trial, not only the finished ones.
@@ -93,9 +97,12 @@ def run_study(
     Raises:
         ToxituneError: A setting, the data, the teacher or the storage is wrong.
     """
-    space = search_space(base.method, preset) if space is None else space
+    study, base = resolve_objectives(study, base)
+    if space is None:
+        space = search_space(base.method, preset, teacher_depth=teacher_depth(base))
+    check_shapes(base, space)
     study = dataclasses.replace(
-        study, name=study.name or f"{base.method}-{preset.name if preset else 'custom'}"
+        study, name=study.name or f"{searched_method(base, space)}-{preset.name if preset else 'custom'}"
     )
     study.signal_for(base.metric)  # a signal that improves the other way is refused before anything is opened
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -113,6 +120,35 @@ def run_study(
 _SILENT_AFTER_INTERRUPT = _SilentAfterInterrupt()
 
 
+def searched_method(base: TrainConfig, space: SearchSpace) -> str:
+    """What a study of ``base`` over ``space`` searches: ``any`` when the space draws the method."""
+    return "any" if METHOD in space else base.method
+
+
+def teacher_depth(base: TrainConfig) -> int:
+    """The encoder layers of ``base``'s teacher, read from its config without loading weights."""
+    from trainers.models import load_model_config
+
+    return load_model_config(base.teacher.name).num_hidden_layers
+
+
+def check_shapes(base: TrainConfig, space: SearchSpace) -> None:
+    """Refuse a student depth outside 1..L-1, searched or fixed, before anything is opened or trained.
+
+    Raises:
+        ConfigError: The space's depth range, or ``base``'s fixed depth, does not fit the teacher.
+    """
+    searches_shape = base.method in SHAPE_METHODS or METHOD in space
+    if not searches_shape:
+        return
+    depth = teacher_depth(base)
+    check_depths(space, depth)
+    if not any(path.split("/")[-1] == DEPTH for path in space):
+        from trainers.models import config_layers
+
+        config_layers(base, depth)
+
+
 def _run(
     config: StudyConfig,
     base: TrainConfig,
@@ -125,6 +161,7 @@ def _run(
 ) -> optuna.Study:
     from search.objective import Objective
     from trainers.cache import default_cache_dir
+    from trainers.efficiency import LatencyProtocol
     from trainers.prepare import prepare_task
 
     # A study resumed without a signal keeps the one it was created with, even an older default.
@@ -137,12 +174,13 @@ def _run(
         return open_study(
             config,
             storage=storage,
-            direction="maximize" if maximizes(base.metric) else "minimize",
+            directions=config.directions(base.metric),
             evaluations=base.epochs * base.evals_per_epoch,
             evals_per_epoch=base.evals_per_epoch,
             attrs={
-                "method": base.method,
+                "method": searched_method(base, space),
                 "metric": base.metric,
+                "objectives": list(config.objectives or (base.metric,)),
                 "pruner_signal": signal,
                 "preset": preset.name if preset else None,
                 # A stored config that rebuilds this one (settings added since at their defaults) stands.
@@ -171,10 +209,20 @@ def _run(
         print(f"{where}: created, 0/{config.trials} trials finished")
     pin_attr(study, "data", data_record(base, task))
     tracker = StudyTracker(
-        config.wandb, study_name=config.name, method=base.method, tags=[preset.name] if preset else []
+        config.wandb,
+        study_name=config.name,
+        method=searched_method(base, space),
+        tags=[preset.name] if preset else [],
     )
     objective = Objective(
-        base=base, space=space, task=task, tracker=tracker, signal=signal, progress=progress
+        base=base,
+        space=space,
+        task=task,
+        tracker=tracker,
+        signal=signal,
+        progress=progress,
+        objectives=config.objectives if config.multi_objective else (),
+        latency=LatencyProtocol(max_length=base.data.max_length),
     )
     abandoned = run_until(study, objective, config)
     if abandoned:

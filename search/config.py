@@ -15,13 +15,14 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
+from search.objectives import check_objectives, direction
 from search.tracking import WandbSettings
 from search.urls import DEFAULT_STORAGE
 from trainers.config import METRICS, MetricName, maximizes
 from trainers.errors import ConfigError
 from trainers.settings import described, from_dict, require, setting_name
 
-SamplerName = Literal["tpe", "random"]
+SamplerName = Literal["tpe", "nsga2", "random"]
 PrunerName = Literal["median", "hyperband", "none"]
 
 # Trials the median pruner lets finish before it judges any (Optuna's default): its medians need a few
@@ -56,7 +57,17 @@ class StudyConfig:
         default=None, metadata=described("study name (default: METHOD-PRESET)", flag="study")
     )
     storage: str = field(default=DEFAULT_STORAGE, metadata=described("Optuna storage URL"))
-    sampler: SamplerName = field(default="tpe", metadata=described("sampler"))
+    objectives: tuple[str, ...] | None = field(
+        default=None,
+        metadata=described(
+            "what the study optimises: validation metrics and latency_ms or params, e.g. macro_f1,latency_ms; "
+            "several make a multi-objective study with a Pareto front, whose first metric is also the "
+            "trials' --metric (default: the trials' --metric alone)"
+        ),
+    )
+    sampler: SamplerName = field(
+        default="tpe", metadata=described("sampler (tpe handles several objectives too; nsga2 is NSGA-II)")
+    )
     seed: int = field(
         default=0,
         metadata=described(
@@ -97,6 +108,7 @@ class StudyConfig:
 
         require(self.trials >= 1, f"{name('trials')} must be at least 1, but got {self.trials}")
         require(self.name is None or bool(self.name.strip()), f"{name('name')} must not be empty")
+        check_objectives(self.objectives or (), name("objectives"))
         require(
             self.sampler in get_args(SamplerName),
             f"{name('sampler')} must be one of {get_args(SamplerName)}, but got {self.sampler!r}",
@@ -120,6 +132,15 @@ class StudyConfig:
             self.timeout is None or self.timeout > 0,
             f"{name('timeout')} must be positive, but got {self.timeout}",
         )
+
+    @property
+    def multi_objective(self) -> bool:
+        """Whether the study has several objectives, and so a Pareto front instead of a best trial."""
+        return len(self.objectives or ()) > 1
+
+    def directions(self, metric: MetricName) -> list[str]:
+        """Each objective's direction, or that of ``metric``, the trials' metric, in a single-objective study."""
+        return [direction(name) for name in self.objectives or (metric,)]
 
     def signal_for(self, metric: MetricName) -> MetricName:
         """What the pruner judges in a study of ``metric``: :attr:`pruner_signal`, or the default for it.

@@ -1,5 +1,8 @@
 """Export a study's best trials as self-contained configs: ``python -m search.export --study NAME --out best.yaml``.
 
+A multi-objective study has no best trials but a Pareto front: ``--pareto`` exports every trial on it,
+ranked by the study's metric, each with its objective values.
+
 The file holds, per exported trial, every resolved training setting its method uses (not only the
 tuned ones; see :meth:`~trainers.config.TrainConfig.applicable_dict`), the data source with label
 names and fingerprint, the teacher, the validation score, trial number and W&B run, plus package
@@ -20,8 +23,10 @@ import yaml
 from optuna.trial import TrialState
 
 from search.storage import open_storage
+from search.study import pareto_trials
 from search.urls import DEFAULT_STORAGE, redact
 from trainers.cli import ArgumentParser, run_main
+from trainers.config import maximizes
 from trainers.errors import ConfigError, ToxituneError
 
 EXPORT_VERSION = 1
@@ -53,44 +58,87 @@ def ranked_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return sorted(trials, key=lambda t: (-t.value if maximize else t.value, t.number))
 
 
-def export_study(study: optuna.Study, *, top_k: int = 1, storage: str | None = None) -> dict[str, Any]:
-    """The export document of ``study``'s ``top_k`` best trials; ``storage`` is recorded without its password.
+def export_study(
+    study: optuna.Study, *, top_k: int | None = None, pareto: bool = False, storage: str | None = None
+) -> dict[str, Any]:
+    """The export document of ``study``'s ``top_k`` best trials (default 1), or of its Pareto front.
+
+    Args:
+        study: The stored study.
+        top_k: How many of the best trials to export; refused for a multi-objective study.
+        pareto: Export every trial on the Pareto front instead, best metric first.
+        storage: Recorded without its password.
 
     Raises:
+        ConfigError: ``top_k`` below 1, or given for a multi-objective study or with ``pareto``.
         ToxituneError: The study has no completed trial.
     """
+    multi_objective = len(study.directions) > 1
+    if pareto and top_k is not None:
+        raise ConfigError("--top-k and --pareto choose the trials two ways; pass one of them")
+    if multi_objective and not pareto:
+        given = f"--top-k {top_k}" if top_k is not None else "a best trial"
+        raise ConfigError(
+            f"study {study.study_name!r} has several objectives, so {given} means nothing there; "
+            "pass --pareto to export its Pareto front"
+        )
+    top_k = 1 if top_k is None else top_k
     if top_k < 1:
         raise ConfigError(f"top_k (--top-k) must be at least 1, but got {top_k}")
-    ranked = ranked_trials(study)
-    if not ranked:
+    chosen = _front_by_metric(study) if pareto else ranked_trials(study)[:top_k]
+    if not chosen:
         raise ToxituneError(f"study {study.study_name!r} has no completed trial yet; run more trials first")
-    if any("config" not in trial.user_attrs for trial in ranked[:top_k]):
+    if any("config" not in trial.user_attrs for trial in chosen):
         raise ToxituneError(
             f"study {study.study_name!r} was not created by python -m search.run: its trials hold no "
             "toxitune config to export"
         )
     attrs = study.user_attrs
+    objectives = attrs.get("objectives") or [attrs.get("metric")]
     return {
         "toxitune_export": EXPORT_VERSION,
         "study": study.study_name,
         "storage": redact(storage) if storage is not None else None,
         "method": attrs.get("method"),
         "metric": attrs.get("metric"),
-        "direction": study.direction.name.lower(),
+        "direction": study.directions[0].name.lower() if not multi_objective else None,
+        **(
+            {
+                "objectives": objectives,
+                "directions": [d.name.lower() for d in study.directions],
+                "latency_protocol": attrs.get("latency_protocol"),
+            }
+            if pareto
+            else {}
+        ),
         "data": attrs.get("data"),
         # The sampler and pruner settings the study was created with (search.config.StudyConfig).
         "study_config": attrs.get("study_config"),
-        "candidates": [_candidate(trial, rank) for rank, trial in enumerate(ranked[:top_k], start=1)],
+        "candidates": [
+            _candidate(trial, rank, objectives if pareto else None)
+            for rank, trial in enumerate(chosen, start=1)
+        ],
         "environment": environment(),
     }
 
 
-def _candidate(trial: optuna.trial.FrozenTrial, rank: int) -> dict[str, Any]:
+def _front_by_metric(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The Pareto-optimal trials, best validation metric first."""
+    from search.study import metric_value
+
+    metric = study.user_attrs.get("metric", "macro_f1")
+    sign = -1 if maximizes(metric) else 1
+    return sorted(pareto_trials(study), key=lambda t: (sign * metric_value(t, metric), t.number))
+
+
+def _candidate(trial: optuna.trial.FrozenTrial, rank: int, objectives: list[str] | None) -> dict[str, Any]:
     config = trial.user_attrs["config"]
+    front = {"objectives": dict(zip(objectives, trial.values, strict=True))} if objectives else {}
     return {
         "rank": rank,
         "trial": trial.number,
-        "validation_score": trial.value,
+        "validation_score": trial.user_attrs.get("value") if objectives else trial.value,
+        **front,
         "best_epoch": trial.user_attrs.get("best_epoch"),
         "wandb_run": trial.user_attrs.get("wandb_run"),
         "teacher": config["teacher"]["name"],
@@ -194,15 +242,28 @@ def _setting(config: dict[str, Any], path: str) -> Any:
     return value
 
 
+def export_pareto(study: str, storage: str = DEFAULT_STORAGE, *, out: Path | None = None) -> dict[str, Any]:
+    """The export document of every Pareto-optimal trial of stored study ``study``, also written to ``out``.
+
+    Raises:
+        ToxituneError: No such study, no completed trial, or a study toxitune did not create.
+    """
+    document = export_study(load_study(study, storage), pareto=True, storage=storage)
+    if out is not None:
+        write_document(document, out)
+    return document
+
+
 def export_best(
-    study: str, storage: str = DEFAULT_STORAGE, *, top_k: int = 1, out: Path | None = None
+    study: str, storage: str = DEFAULT_STORAGE, *, top_k: int | None = None, out: Path | None = None
 ) -> dict[str, Any]:
     """The export document of stored study ``study``'s ``top_k`` best trials, also written to ``out``.
 
     Args:
         study: The study's name.
         storage: Its storage URL; a missing database file is an error, never created.
-        top_k: How many of the best completed trials to export.
+        top_k: How many of the best completed trials to export (default 1); a multi-objective study
+            refuses it (see :func:`export_pareto`).
         out: A ``.yaml``, ``.yml`` or ``.json`` file to write, if any.
 
     Raises:
@@ -223,16 +284,26 @@ def build_parser() -> ArgumentParser:
         "--storage", default=DEFAULT_STORAGE, help=f"Optuna storage URL (default: {DEFAULT_STORAGE})"
     )
     parser.add_argument("--out", type=Path, required=True, help="output file, .yaml or .json")
-    parser.add_argument("--top-k", type=int, default=1, help="export the K best trials (default: 1)")
+    parser.add_argument("--top-k", type=int, help="export the K best trials (default: 1)")
+    parser.add_argument(
+        "--pareto",
+        action="store_true",
+        help="export every trial on the Pareto front (a multi-objective study's only export)",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    document = export_best(args.study, args.storage, top_k=args.top_k, out=args.out)
+    document = export_study(
+        load_study(args.study, args.storage), top_k=args.top_k, pareto=args.pareto, storage=args.storage
+    )
+    write_document(document, args.out)
     for candidate in document["candidates"]:
+        shown = ", ".join(f"{name} {value:.4g}" for name, value in candidate.get("objectives", {}).items())
         print(
-            f"#{candidate['rank']}: trial {candidate['trial']}, validation {document['metric']} {candidate['validation_score']:.4f}"
+            f"#{candidate['rank']}: trial {candidate['trial']}, validation {document['metric']} "
+            f"{candidate['validation_score']:.4f}" + (f" ({shown})" if shown else "")
         )
     print(f"wrote {args.out}")
     return 0

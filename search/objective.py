@@ -1,19 +1,27 @@
-"""The Optuna objective: a trial's config, trained once, reported and pruned through the callback."""
+"""The Optuna objective: a trial's config, trained once, reported and pruned through the callback.
+
+In a multi-objective study it returns one value per objective (see :mod:`search.objectives`) and
+reports nothing: Optuna's pruners and intermediate values take one objective.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import optuna
 
+from search.objectives import COSTS, architecture_costs
 from search.progress import TrialLine
 from search.pruners import describe
 from search.storage import worker_id
 from search.tracking import RunLink
 from studies.spaces import SearchSpace, readable_params, suggest
 from trainers.config import TrainConfig, maximizes
+from trainers.efficiency import LatencyProtocol
 from trainers.loop import FAILURES, EvalRecord, Status, train
+from trainers.models import config_layers, load_model_config
 from trainers.task import Task
 
 
@@ -32,6 +40,9 @@ class Objective:
     The trial reports its best validation ``signal`` so far (default: the metric) after every evaluation
     (step = evaluation number) and stops when the pruner says so. Early stopping ends a trial at its best
     evaluation, whose value is returned. Collapsed and diverged runs end PRUNED with ``status`` and ``reason`` user attributes.
+
+    With several ``objectives`` it returns each at the best evaluation (a cost is its architecture's,
+    measured once per study under ``latency``) and neither reports nor asks the pruner.
     """
 
     base: TrainConfig
@@ -40,12 +51,17 @@ class Objective:
     tracker: Tracker
     signal: str | None = None
     progress: bool = True
+    objectives: Sequence[str] = ()
+    latency: LatencyProtocol = LatencyProtocol()
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def __call__(self, trial: optuna.Trial) -> float | list[float]:
         trial.set_user_attr("worker", worker_id())
         config = suggest(trial, self.base, self.space)
         applicable = config.applicable_dict()
         trial.set_user_attr("config", applicable)
+        if config.distills:
+            depth = load_model_config(self.task.base_checkpoint).num_hidden_layers
+            trial.set_user_attr("student_layers", list(config_layers(config, depth)))
         params = readable_params(trial.params, trial.user_attrs)
         run = self.tracker.start_trial(trial.number, applicable, params)
         if run is not None:
@@ -65,16 +81,19 @@ class Objective:
         # Every evaluation's metrics, not only the reported one, so a replay can judge other signals.
         evaluations: list[dict[str, float]] = []
         pick_best = max if maximizes(signal) else min
+        # Optuna's pruners and intermediate values take one objective (search.objectives says why).
+        prunable = len(self.objectives) < 2
 
         def on_eval(record: EvalRecord) -> bool:
             # The best value so far, not the latest: a trial is worth its best epoch, which it keeps.
             reported.append(pick_best([*reported, record.validation.value(signal)]))
-            trial.report(reported[-1], step=len(reported))
+            if prunable:
+                trial.report(reported[-1], step=len(reported))
             evaluations.append({"epoch": record.epoch, **record.validation.scalars()})
             trial.set_user_attr("evaluations", evaluations)
             self.tracker.log_eval(record.to_dict())
             line.update(record.epoch, record.validation.value(config.metric))
-            return trial.should_prune()
+            return prunable and trial.should_prune()
 
         try:
             result = train(config, self.task, on_eval=on_eval, progress=False)
@@ -96,6 +115,16 @@ class Objective:
                 f"{describe(trial.study.pruner)} pruned it at epoch {result.history[-1].epoch:.2f}"
                 f" (best {signal} so far {reported[-1]:.4f})"
             )
+        costs = (
+            architecture_costs(trial.study, result.model, self.task, self.latency)
+            if state == "complete" and set(self.objectives) & set(COSTS)
+            else {}
+        )
+        objectives = (
+            {name: costs[name] if name in COSTS else best.validation.value(name) for name in self.objectives}
+            if state == "complete" and len(self.objectives) > 1
+            else {}
+        )
         summary = {
             "status": result.status.value if state != "pruned" else "pruned",
             "reason": reason,
@@ -104,6 +133,8 @@ class Objective:
             "best_epoch": best.epoch if best else None,
             "value": value,
             **({f"best_val_{k}": v for k, v in best.validation.scalars().items()} if best else {}),
+            **costs,
+            **{f"objective:{name}": figure for name, figure in objectives.items()},
         }
         for key, item in summary.items():
             trial.set_user_attr(key, item)
@@ -111,4 +142,4 @@ class Objective:
         line.finish(state, value, result.history[-1].epoch if result.history else 0.0, reason or "")
         if state != "complete":
             raise optuna.TrialPruned(reason or state)
-        return value
+        return list(objectives.values()) if objectives else value

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from search.config import StudyConfig
 from search.progress import format_params
 from studies.presets import available_presets, load_preset, search_space
-from studies.spaces import readable_params
+from studies.spaces import SHAPE_METHODS, readable_params
 from trainers.cli import ArgumentParser, add_config_arguments, config_overrides, merge, run_main
 from trainers.config import TrainConfig
 from trainers.settings import setting_paths
@@ -24,7 +24,7 @@ from trainers.settings import setting_paths
 if TYPE_CHECKING:
     import optuna
 
-SEARCH_METHODS = ("odd", "even", "lora")
+SEARCH_METHODS = ("odd", "even", "lora", "distil", "any")
 # Where StudyConfig's settings land in the parsed arguments, apart from TrainConfig's.
 STUDY = "study."
 
@@ -32,7 +32,10 @@ STUDY = "study."
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(
         prog="python -m search.run",
-        description="Tune one compression method with an Optuna study; every trial is logged to W&B.",
+        description=(
+            "Tune a compression method (or, with --method any, several) with an Optuna study, against one "
+            "objective or several; every trial is logged to W&B."
+        ),
     )
     parser.add_argument("--preset", help=f"study preset: {', '.join(available_presets())}, or a .toml file")
     parser.add_argument(
@@ -51,22 +54,26 @@ def build_parser() -> ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Imported once the arguments are good, so that --help and a typo answer at once.
-    from search.api import run_study
+    from search.api import run_study, teacher_depth
 
     preset = load_preset(args.preset) if args.preset else None
-    overrides = config_overrides(args)
+    # The any space draws each trial's method; its fixed settings start from a distillation run's.
+    method = "distil" if args.method == "any" else args.method
+    overrides = {**config_overrides(args), "method": method}
     base = TrainConfig.from_dict(
-        merge(merge(TrainConfig(method=args.method).to_dict(), preset.config if preset else {}), overrides)
+        merge(merge(TrainConfig(method=method).to_dict(), preset.config if preset else {}), overrides)
     )
     study = StudyConfig.from_dict(
         merge(preset.study if preset else {}, config_overrides(args, StudyConfig, namespace=STUDY))
     )
-    space = search_space(base.method, preset, fixed=setting_paths(overrides))
+    depth = teacher_depth(base) if args.method in SHAPE_METHODS else None
+    fixed = setting_paths(overrides) - {"method"}
+    space = search_space(args.method, preset, fixed=fixed, teacher_depth=depth)
     started = time.monotonic()
     result = run_study(
         study, base, space=space, preset=preset, cache_dir=args.cache_dir, progress=not args.no_progress
     )
-    if not _print_summary(result, base.metric, time.monotonic() - started):
+    if not _print_summary(result, time.monotonic() - started):
         print(
             f"error: no trial of study {result.study_name!r} completed (see the reasons above), so there is "
             "nothing to export",
@@ -76,13 +83,26 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _print_summary(study: optuna.Study, metric: str, seconds: float) -> bool:
-    """Print the outcomes and the best trial; return whether there is one."""
-    from search.study import best_trial, state_counts
+def _print_summary(study: optuna.Study, seconds: float) -> bool:
+    """Print the outcomes and the best trial, or the Pareto front; return whether there is one."""
+    from search.study import best_trial, pareto_trials, state_counts
 
     counts = state_counts(study)
     shown = ", ".join(f"{counts[s]} {s}" for s in ("complete", "pruned", "collapsed", "diverged", "failed"))
     print(f"trials: {shown}; wall time {seconds / 60:.1f} min")
+    metric = study.user_attrs["metric"]
+    if len(study.directions) > 1:
+        objectives = study.user_attrs["objectives"]
+        front = pareto_trials(study)
+        print(f"Pareto front of {', '.join(objectives)}: {len(front)} trials")
+        for trial in front:
+            values = ", ".join(
+                f"{name} {value:.4g}" for name, value in zip(objectives, trial.values, strict=True)
+            )
+            print(
+                f"  trial {trial.number}: {values}; {format_params(readable_params(trial.params, trial.user_attrs))}"
+            )
+        return bool(front)
     best = best_trial(study)
     if best is not None:
         print(f"best: trial {best.number}, validation {metric} {best.value:.4f}")

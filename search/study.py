@@ -41,6 +41,8 @@ def make_sampler(name: SamplerName, seed: int) -> optuna.samplers.BaseSampler:
 def _seeded_sampler(name: SamplerName, seed: int) -> optuna.samplers.BaseSampler:
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
     with warnings.catch_warnings():
         # Experimental in Optuna, but they let TPE model parameters jointly (lr with batch size, loss weights).
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -98,7 +100,7 @@ def open_study(
     config: StudyConfig,
     *,
     storage: BaseStorage,
-    direction: Literal["maximize", "minimize"],
+    directions: Sequence[Literal["maximize", "minimize"]],
     evaluations: int,
     evals_per_epoch: int,
     attrs: dict[str, object],
@@ -114,7 +116,7 @@ def open_study(
     study = optuna.create_study(
         study_name=config.name,
         storage=storage,
-        direction=direction,
+        directions=list(directions),
         sampler=make_sampler(config.sampler, config.seed),
         pruner=make_pruner(
             config.pruner,
@@ -267,26 +269,40 @@ def state_counts(study: optuna.Study) -> Counter[str]:
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
-    """The best COMPLETE trial, or ``None`` while there is none."""
-    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+    """The best COMPLETE trial, or ``None`` while there is none or the study has several objectives."""
+    if len(study.directions) > 1 or not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         return None
     return study.best_trial
+
+
+def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """The COMPLETE trials no other COMPLETE trial dominates (Optuna's ``best_trials``), in trial order."""
+    return sorted(study.best_trials, key=lambda trial: trial.number)
 
 
 def metric_value(trial: FrozenTrial, metric: str) -> float | None:
     """The trial's best validation ``metric``: its value if it completed, else read from its evaluations.
 
     A pruned trial's Optuna value is its last report, the pruner's signal (ROC AUC for an F1 study, by
-    default), not its metric. Trials from before evaluations were kept reported their metric.
+    default), not its metric. Trials from before evaluations were kept reported their metric. A trial of
+    a multi-objective study holds several values; its metric is the ``value`` user attribute.
     """
+    if trial.values is not None and len(trial.values) > 1:
+        return trial.user_attrs.get("value")
     if trial.state == TrialState.COMPLETE or not trial.user_attrs.get("evaluations"):
         return trial.value
     return (max if maximizes(metric) else min)(e[metric] for e in trial.user_attrs["evaluations"])
 
 
 def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
-    """One flat row per trial, parameters prefixed ``param:``; ``value`` is the study's metric."""
+    """One flat row per trial, parameters prefixed ``param:``; ``value`` is the study's metric.
+
+    A multi-objective study's rows add each objective's value (``objective:NAME``) and whether the
+    trial is on the Pareto front (``pareto``).
+    """
     metric = study.user_attrs.get("metric", "macro_f1")
+    objectives = study.user_attrs.get("objectives") or [metric]
+    front = {trial.number for trial in pareto_trials(study)} if len(study.directions) > 1 else None
     rows = []
     for trial in study.get_trials(deepcopy=False):
         row = {
@@ -298,6 +314,10 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
             "seconds": trial.user_attrs.get("seconds"),
             "reason": trial.user_attrs.get("reason"),
         }
+        if front is not None:
+            values = trial.values or [None] * len(objectives)
+            row |= {f"objective:{name}": v for name, v in zip(objectives, values, strict=True)}
+            row["pareto"] = trial.number in front
         params = readable_params(trial.params, trial.user_attrs)
         rows.append(row | {f"param:{name}": value for name, value in params.items()})
     return rows

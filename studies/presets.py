@@ -25,14 +25,21 @@ from pathlib import Path
 from typing import Any
 
 from studies.spaces import (
+    BRANCH,
+    DEPTH,
+    LAYER_MAP,
     LOSS_WEIGHTS,
+    METHOD,
     WEIGHT_NAMES,
+    Choice,
     Distribution,
     SearchSpace,
+    check_depths,
     config_paths,
     default_space,
     distribution_from_toml,
 )
+from trainers.config import DEPTH_FIXING_MAPS
 from trainers.errors import ConfigError
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -98,12 +105,62 @@ def load_preset(name: str) -> Preset:
     )
 
 
-def search_space(method: str, preset: Preset | None = None, fixed: Collection[str] = ()) -> SearchSpace:
+def search_space(
+    method: str,
+    preset: Preset | None = None,
+    fixed: Collection[str] = (),
+    teacher_depth: int | None = None,
+) -> SearchSpace:
     """``method``'s space, widened or narrowed by ``preset``, without the settings in ``fixed``.
 
-    A fixed loss weight fixes the simplex the three are drawn on, so it leaves the space too.
+    A fixed loss weight fixes the simplex the three are drawn on, so it leaves the space too; a fixed
+    depth leaves only the layer maps that take one. In the ``any`` space a preset's entry replaces
+    that path in every method's branch that reads it, or joins them.
+
+    Args:
+        method: What the study searches (see :func:`~studies.spaces.default_space`).
+        preset: The preset whose ``[space]`` table applies.
+        fixed: Setting paths given on the command line.
+        teacher_depth: The teacher's encoder layers; ``distil`` and ``any`` need it.
+
+    Raises:
+        ConfigError: A depth range lies outside 1..L-1 for the teacher.
     """
-    space = {**default_space(method), **(preset.space if preset else {})}
-    if set(fixed) & {f"loss.{name}" for name in WEIGHT_NAMES}:
-        space.pop(LOSS_WEIGHTS, None)
-    return {path: distribution for path, distribution in space.items() if path not in fixed}
+    default = default_space(method, teacher_depth)
+    entries = preset.space if preset else {}
+    if METHOD in default:
+        branches = {path.split(BRANCH)[0] for path in default if BRANCH in path}
+        space = {
+            **default,
+            **{
+                f"{b}{BRANCH}{path}": d
+                for b in sorted(branches)
+                for path, d in entries.items()
+                if _branch_reads(b, path)
+            },
+        }
+    else:
+        space = {**default, **entries}
+
+    def setting(path: str) -> str:
+        return path.split(BRANCH)[-1]
+
+    weights_fixed = bool(set(fixed) & {f"loss.{name}" for name in WEIGHT_NAMES})
+    kept: dict[str, Distribution] = {}
+    for path, distribution in space.items():
+        if setting(path) in fixed or (weights_fixed and setting(path) == LOSS_WEIGHTS):
+            continue
+        if setting(path) == LAYER_MAP and DEPTH in fixed and isinstance(distribution, Choice):
+            distribution = Choice(tuple(m for m in distribution.options if m not in DEPTH_FIXING_MAPS))
+        kept[path] = distribution
+    if teacher_depth is not None:
+        check_depths(kept, teacher_depth)
+    return kept
+
+
+def _branch_reads(method: str, path: str) -> bool:
+    """Whether ``method`` reads setting ``path``: LoRA's settings are LoRA's, loss and shape distillation's."""
+    group = path.split(".")[0]
+    if group == "lora":
+        return method == "lora"
+    return group not in ("loss", "student") or method == "distil"

@@ -3,6 +3,11 @@
 A space maps a setting's path in :class:`~trainers.config.TrainConfig` (``"lr"``, ``"loss.temperature"``,
 ``"lora.rank"``) to a range or a set of choices. ``"loss.weights"`` is special: the three loss
 weights are drawn on the simplex, so their sum (a second learning rate in disguise) stays 1.
+``"student.depth"`` is drawn only for a layer map that takes a depth (not ``odd`` or ``even``).
+
+The ``any`` space searches the method too: ``"method"`` is drawn first, then only the entries of that
+method's branch, keyed ``"METHOD/path"`` (``"lora/lr"``), so that each method keeps its own ranges and
+the sampler models each branch apart.
 """
 
 from __future__ import annotations
@@ -14,13 +19,19 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from trainers.cli import merge
-from trainers.config import TrainConfig
+from trainers.config import DEPTH_FIXING_MAPS, LAYER_MAPS, TrainConfig
 from trainers.errors import ConfigError
 
 if TYPE_CHECKING:
     import optuna
 
 LOSS_WEIGHTS = "loss.weights"
+METHOD = "method"
+LAYER_MAP = "student.layer_map"
+DEPTH = "student.depth"
+# What the any space chooses between: distil covers odd and even as two of its layer maps.
+ANY_METHODS = ("distil", "lora")
+BRANCH = "/"
 WEIGHT_NAMES = ("w_cls", "w_div", "w_cos")
 
 
@@ -141,13 +152,56 @@ SPACES: dict[str, dict[str, Distribution]] = {
     "even": DISTILLATION_SPACE,
     "lora": LORA_SPACE,
 }
+# Searched with the student's shape, which needs the teacher's depth (see default_space).
+SHAPE_METHODS = ("distil", "any")
 
 
-def default_space(method: str) -> dict[str, Distribution]:
-    """The search space of ``method`` (``odd``, ``even`` or ``lora``)."""
-    if method not in SPACES:
-        raise ConfigError(f"no search space for method {method!r}; choose one of {sorted(SPACES)}")
-    return dict(SPACES[method])
+def shape_space(teacher_depth: int) -> dict[str, Distribution]:
+    """The student's layer map and depth for a ``teacher_depth``-layer teacher: 1..L-1 layers."""
+    if teacher_depth < 2:
+        raise ConfigError(f"a {teacher_depth}-layer teacher has no shallower student to search")
+    return {LAYER_MAP: Choice(LAYER_MAPS), DEPTH: IntRange(1, teacher_depth - 1)}
+
+
+def default_space(method: str, teacher_depth: int | None = None) -> dict[str, Distribution]:
+    """The search space of ``method``: ``odd``, ``even``, ``lora``, ``distil`` or ``any``.
+
+    Args:
+        method: What the study searches.
+        teacher_depth: The teacher's encoder layers; ``distil`` and ``any`` need it for the depth's range.
+    """
+    if method in SPACES:
+        return dict(SPACES[method])
+    if method not in SHAPE_METHODS:
+        raise ConfigError(
+            f"no search space for method {method!r}; choose one of {sorted([*SPACES, *SHAPE_METHODS])}"
+        )
+    if teacher_depth is None:
+        raise ConfigError(f"the {method} space needs the teacher's depth")
+    distil = {**DISTILLATION_SPACE, **shape_space(teacher_depth)}
+    if method == "distil":
+        return distil
+    branches = {"distil": distil, "lora": LORA_SPACE}
+    return {
+        METHOD: Choice(ANY_METHODS),
+        **{f"{m}{BRANCH}{path}": d for m in ANY_METHODS for path, d in branches[m].items()},
+    }
+
+
+def check_depths(space: SearchSpace, teacher_depth: int) -> None:
+    """Refuse a depth range, in any branch of ``space``, outside 1..L-1 for a ``teacher_depth``-layer teacher.
+
+    Raises:
+        ConfigError: A depth range reaches 0 or the teacher's own depth.
+    """
+    for path, distribution in space.items():
+        if path.split(BRANCH)[-1] != DEPTH or not isinstance(distribution, IntRange):
+            continue
+        if distribution.low < 1 or distribution.high > teacher_depth - 1:
+            raise ConfigError(
+                f"search space entry {path!r} must lie in 1..{teacher_depth - 1} for a {teacher_depth}-layer "
+                f"teacher, but got {distribution.low}..{distribution.high}"
+            )
 
 
 def distribution_from_toml(path: str, spec: Any) -> Distribution:
@@ -170,19 +224,35 @@ def distribution_from_toml(path: str, spec: Any) -> Distribution:
 def suggest(trial: optuna.Trial, base: TrainConfig, space: SearchSpace) -> TrainConfig:
     """``base`` with every setting in ``space`` drawn for ``trial``.
 
+    In a space with a ``"method"`` entry, the method is drawn first, then its branch's entries only.
+
     Example:
         >>> config = suggest(trial, TrainConfig(method="lora"), default_space("lora"))
     """
+    if METHOD in space:
+        method = space[METHOD].suggest(trial, METHOD)
+        prefix = f"{method}{BRANCH}"
+        branch = {path: d for path, d in space.items() if path.startswith(prefix)}
+        base = TrainConfig.from_dict({**base.to_dict(), "method": method})
+        return _suggest(trial, base, branch, prefix)
+    return _suggest(trial, base, space, "")
+
+
+def _suggest(trial: optuna.Trial, base: TrainConfig, space: SearchSpace, prefix: str) -> TrainConfig:
     overrides: dict[str, Any] = {}
-    for path, distribution in space.items():
-        value = distribution.suggest(trial, path)
+    for name, distribution in space.items():
+        path = name.removeprefix(prefix)
+        layer_map = overrides.get("student", {}).get("layer_map", base.student.layer_map)
+        if path == DEPTH and layer_map in DEPTH_FIXING_MAPS:
+            continue  # odd and even fix the depth: drawing one would only add noise to the sampler
+        value = distribution.suggest(trial, name)
         if path == LOSS_WEIGHTS:
             overrides = merge(overrides, {"loss": value})
             continue
-        *parents, name = path.split(".")
+        *parents, leaf = path.split(".")
         if isinstance(value, str) and isinstance(_setting(base, path), tuple):
             value = tuple(value.split(","))
-        nested: dict[str, Any] = {name: value}
+        nested: dict[str, Any] = {leaf: value}
         for parent in reversed(parents):
             nested = {parent: nested}
         overrides = merge(overrides, nested)

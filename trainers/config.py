@@ -14,9 +14,13 @@ from typing import Any, Literal, get_args
 from trainers.errors import ConfigError
 from trainers.settings import described, from_dict, require
 
-Method = Literal["odd", "even", "lora", "teacher"]
+Method = Literal["odd", "even", "distil", "lora", "teacher"]
 METHODS: tuple[str, ...] = get_args(Method)
-DISTILLATION_METHODS: tuple[str, ...] = ("odd", "even")
+DISTILLATION_METHODS: tuple[str, ...] = ("odd", "even", "distil")
+LayerMap = Literal["odd", "even", "first", "last", "spread"]
+LAYER_MAPS: tuple[str, ...] = get_args(LayerMap)
+# Maps that fix the student's depth themselves: every odd or every even teacher layer.
+DEPTH_FIXING_MAPS: tuple[str, ...] = ("odd", "even")
 MetricName = Literal["macro_f1", "accuracy", "weighted_f1", "roc_auc", "loss"]
 METRICS: tuple[str, ...] = get_args(MetricName)
 
@@ -27,7 +31,7 @@ PRECISION_ENV = "ACCELERATE_MIXED_PRECISION"
 GRAPHS_ENV = "TOXITUNE_CUDA_GRAPHS"
 DEFAULT_DATASET = "nicholasKluge/toxic-text"
 DEFAULT_TEACHER = "bert-base-uncased"
-DEFAULT_LR = {"teacher": 1e-4, "odd": 1e-4, "even": 1e-4, "lora": 5e-4}
+DEFAULT_LR = {"teacher": 1e-4, "odd": 1e-4, "even": 1e-4, "distil": 1e-4, "lora": 5e-4}
 
 
 def maximizes(metric: str) -> bool:
@@ -145,15 +149,57 @@ class LoraSettings:
 
 
 @dataclass(frozen=True)
+class StudentConfig:
+    """Which teacher layers a ``distil`` student copies: a layer map and, for most maps, a depth.
+
+    ``odd`` and ``even`` take every odd or even teacher layer, as the methods of those names do;
+    ``first``, ``last`` and ``spread`` take ``depth`` layers from the bottom, from the top, or evenly
+    spread from the first layer to the last. The teacher's depth L is known only once it is loaded, so
+    a depth outside 1..L-1 is refused there (:func:`trainers.models.student_layers`).
+    """
+
+    layer_map: LayerMap = field(
+        default="spread", metadata=described("which teacher layers the student copies")
+    )
+    depth: int | None = field(
+        default=None,
+        metadata=described(
+            "encoder layers of a first, last or spread student, 1..L-1 for an L-layer teacher "
+            "(default: half the teacher's, rounded down); odd and even fix it themselves"
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        require(
+            self.layer_map in LAYER_MAPS,
+            f"student layer_map must be one of {LAYER_MAPS}, but got {self.layer_map!r}",
+        )
+        require(
+            self.depth is None or self.depth >= 1, f"student depth must be at least 1, but got {self.depth}"
+        )
+        require(
+            self.depth is None or self.layer_map not in DEPTH_FIXING_MAPS,
+            f"student layer_map {self.layer_map} fixes the depth; drop depth {self.depth} or choose first, "
+            "last or spread",
+        )
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything that determines one training run of one method."""
 
-    method: Method = field(default="even", metadata=described("what to train"))
+    method: Method = field(
+        default="even",
+        metadata=described(
+            "what to train; distil: a student shaped by --student-layer-map and --student-depth"
+        ),
+    )
     data: DataConfig = field(default_factory=DataConfig)
     # Nested settings' flags carry their field's prefix: --teacher-epochs, --lora-rank.
     teacher: TeacherConfig = field(default_factory=TeacherConfig, metadata={"prefix": "teacher-"})
     loss: LossConfig = field(default_factory=LossConfig)
     lora: LoraSettings = field(default_factory=LoraSettings, metadata={"prefix": "lora-"})
+    student: StudentConfig = field(default_factory=StudentConfig, metadata={"prefix": "student-"})
     epochs: int = field(default=3, metadata=described("training epochs"))
     lr: float | None = field(
         default=None,
@@ -233,7 +279,7 @@ class TrainConfig:
         """:meth:`to_dict` without the settings ``method`` never reads, for logs and exports.
 
         ``loss`` and the teacher's fine-tuning settings apply to distillation only, ``lora`` to LoRA
-        only; ``teacher.name`` always applies (the checkpoint every method starts from).
+        only, ``student`` to ``distil`` only; ``teacher.name`` always applies (the checkpoint every method starts from).
         :meth:`from_dict` fills the left-out settings with their defaults, so it rebuilds a config
         that trains the same, and an equal one when those settings were at their defaults.
         """
@@ -243,6 +289,8 @@ class TrainConfig:
             values["teacher"] = {"name": self.teacher.name}
         if self.method != "lora":
             del values["lora"]
+        if self.method != "distil":
+            del values["student"]
         return values
 
     def matches(self, stored: Any) -> bool:

@@ -75,6 +75,40 @@ def size_on_disk(folder: Path) -> int:
 
 
 @torch.inference_mode()
+def timed_passes_ms(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    texts: Sequence[str],
+    *,
+    batch_size: int,
+    max_length: int,
+    repeats: int,
+    warmup: int,
+) -> list[float]:
+    """Milliseconds of each of ``repeats`` forward passes of batches of ``batch_size`` texts, after ``warmup``.
+
+    The texts are cycled in order to fill the batches, tokenised and padded per batch as served.
+    """
+    batches = [
+        tokenizer(
+            [texts[(start + i) % len(texts)] for i in range(batch_size)],
+            truncation=True,
+            max_length=max_length,
+            padding=True,
+            return_tensors="pt",
+        )
+        for start in range(0, batch_size * (warmup + repeats), batch_size)
+    ]
+    seconds = []
+    for index, batch in enumerate(batches):
+        started = time.perf_counter()
+        model(**batch)
+        if index >= warmup:
+            seconds.append(time.perf_counter() - started)
+    return [s * 1000 for s in seconds]
+
+
+@torch.inference_mode()
 def measure(
     model_dir: Path,
     texts: Sequence[str],
@@ -98,23 +132,10 @@ def measure(
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     latency = {}
     for size in batch_sizes:
-        batches = [
-            tokenizer(
-                [texts[(start + i) % len(texts)] for i in range(size)],
-                truncation=True,
-                max_length=max_length,
-                padding=True,
-                return_tensors="pt",
-            )
-            for start in range(0, size * (warmup + repeats), size)
-        ]
-        seconds = []
-        for index, batch in enumerate(batches):
-            started = time.perf_counter()
-            model(**batch)
-            if index >= warmup:
-                seconds.append(time.perf_counter() - started)
-        p50, p95 = np.percentile(np.asarray(seconds) * 1000, [50, 95])
+        passes = timed_passes_ms(
+            model, tokenizer, texts, batch_size=size, max_length=max_length, repeats=repeats, warmup=warmup
+        )
+        p50, p95 = np.percentile(passes, [50, 95])
         latency[str(size)] = {"p50": float(p50), "p95": float(p95)}
     largest = max(batch_sizes)
     return Efficiency(
@@ -127,3 +148,62 @@ def measure(
         max_length=max_length,
         repeats=repeats,
     )
+
+
+@dataclass(frozen=True)
+class LatencyProtocol:
+    """How a study times an architecture: one number per shape, comparable across its trials.
+
+    Batches of ``batch_size`` median-length validation texts (:func:`median_length_texts`), on the
+    CPU in float32 with ``threads`` torch threads, ``warmup`` untimed passes, then the median of
+    ``repeats`` timed ones. The weights do not matter, only the architecture; a LoRA model is timed
+    merged, as it ships.
+    """
+
+    batch_size: int = 1
+    threads: int = 1
+    warmup: int = 5
+    repeats: int = 30
+    max_length: int = 128
+
+    def record(self) -> dict[str, Any]:
+        """The protocol and the machine, as a study records them beside its figures."""
+        return {**asdict(self), "cpu": cpu_name(), "torch": torch.__version__, "statistic": "median"}
+
+
+def median_length_texts(texts: Sequence[str], tokenizer: Any, max_length: int) -> list[str]:
+    """The texts whose token count is the median of ``texts``' (truncated at ``max_length``).
+
+    Timing texts of one length keeps every pass the same work, so the median is the shape's, not the
+    draw's.
+    """
+    lengths = [
+        len(ids) for ids in tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+    ]
+    median = sorted(lengths)[len(lengths) // 2]
+    return [text for text, length in zip(texts, lengths, strict=True) if length == median]
+
+
+def model_latency_ms(
+    model: torch.nn.Module, tokenizer: Any, texts: Sequence[str], protocol: LatencyProtocol
+) -> float:
+    """The median latency of an in-memory ``model`` on ``texts`` under ``protocol``, in milliseconds.
+
+    The model is timed as it is (move it to the CPU and merge any adapters first); torch's thread
+    count is set for the measurement and restored after.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(protocol.threads)
+    try:
+        passes = timed_passes_ms(
+            model.eval(),
+            tokenizer,
+            texts,
+            batch_size=protocol.batch_size,
+            max_length=protocol.max_length,
+            repeats=protocol.repeats,
+            warmup=protocol.warmup,
+        )
+    finally:
+        torch.set_num_threads(threads)
+    return float(np.median(passes))

@@ -32,6 +32,7 @@ from trainers.losses import LossParts, classification_loss, distillation_loss
 from trainers.models import (
     apply_lora,
     build_student,
+    config_layers,
     load_classifier,
     restore_trainable_state,
     trainable_state,
@@ -162,7 +163,7 @@ def build_model(config: TrainConfig, task: Task) -> nn.Module:
     dropout = {"hidden_dropout": config.hidden_dropout, "attention_dropout": config.attention_dropout}
     if config.distills:
         teacher = load_classifier(task.teacher_checkpoint, task.label_names, **dropout)
-        return build_student(teacher, config.method)
+        return build_student(teacher, config_layers(config, teacher.config.num_hidden_layers))
     model = load_classifier(task.base_checkpoint, task.label_names, **dropout)
     return apply_lora(model, config.lora) if config.method == "lora" else model
 

