@@ -9,6 +9,9 @@ from tqdm.auto import tqdm
 
 # The parameters shown on a trial's line, in order; the full set is in storage and W&B.
 KEY_PARAMS = (
+    "method",
+    "student.layer_map",
+    "student.depth",
     "lr",
     "lora.rank",
     "w_cls",
@@ -21,11 +24,12 @@ KEY_PARAMS = (
 
 
 def format_params(params: Mapping[str, Any]) -> str:
-    """A short ``name=value`` list of the parameters worth a glance."""
+    """A short ``name=value`` list of the parameters worth a glance (an ``any`` study's without their branch)."""
+    settings = {name.split("/")[-1]: value for name, value in params.items()}
     parts = []
     for name in KEY_PARAMS:
-        if name in params:
-            value = params[name]
+        if name in settings:
+            value = settings[name]
             shown = f"{value:.3g}" if isinstance(value, float) else str(value)
             parts.append(f"{name.split('.')[-1]}={shown}")
     return " ".join(parts)

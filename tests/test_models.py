@@ -34,7 +34,7 @@ def _same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 
 @pytest.mark.parametrize(
     ("layers", "expected"),
-    [("odd", (1, 3)), ("even", (2, 4)), ([4, 1], (4, 1)), ((2,), (2,))],
+    [("odd", (1, 3)), ("even", (2, 4)), ([4, 1], (4, 1)), ((2,), (2,)), ([3, 1, 4], (3, 1, 4))],
 )
 def test_student_copies_the_chosen_teacher_layers_tensor_by_tensor(teacher, layers, expected):
     student = build_student(teacher, layers)
@@ -57,10 +57,42 @@ def test_student_and_teacher_agree_when_the_student_copies_every_layer(teacher):
     assert torch.allclose(student(input_ids=ids).logits, teacher.eval()(input_ids=ids).logits)
 
 
-@pytest.mark.parametrize("layers", ["middle", [0], [5], []])
-def test_bad_student_layers_are_rejected(layers):
+@pytest.mark.parametrize(
+    ("layers", "depth", "teacher_depth", "expected"),
+    [
+        ("first", 3, 4, (1, 2, 3)),
+        ("last", 1, 4, (4,)),
+        ("last", 2, 6, (5, 6)),
+        ("spread", 1, 4, (4,)),
+        ("spread", 2, 4, (1, 4)),
+        ("spread", 3, 6, (1, 4, 6)),
+        ("spread", 4, 12, (1, 5, 8, 12)),
+        ("spread", 11, 12, (1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12)),
+        ("spread", None, 6, (1, 4, 6)),
+        ("first", None, 5, (1, 2)),
+        ("odd", None, 5, (1, 3, 5)),
+    ],
+)
+def test_layer_maps_pick_these_teacher_layers(layers, depth, teacher_depth, expected):
+    assert student_layers(layers, teacher_depth, depth) == expected
+
+
+@pytest.mark.parametrize(
+    ("layers", "depth"),
+    [
+        ("middle", None),
+        ([0], None),
+        ([5], None),
+        ([], None),
+        ([2, 2], None),
+        ("first", 0),
+        ("spread", 4),
+        ("odd", 2),
+    ],
+)
+def test_bad_student_layers_are_rejected(layers, depth):
     with pytest.raises(ConfigError):
-        student_layers(layers, teacher_depth=4)
+        student_layers(layers, teacher_depth=4, depth=depth)
 
 
 def test_lora_trains_only_adapters_and_the_head(teacher):

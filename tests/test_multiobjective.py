@@ -1,0 +1,223 @@
+"""Multi-objective studies: the front, the per-architecture latency cache, the shape space, bad input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState, create_trial
+
+from search.config import StudyConfig
+from search.export import export_study
+from search.objectives import ARCHITECTURES, LATENCY_PROTOCOL, architecture_costs, resolve_objectives
+from search.run import main
+from search.study import pareto_trials, trial_rows
+from studies.spaces import BRANCH, DEPTH, LAYER_MAP, default_space, suggest
+from trainers.config import TrainConfig
+from trainers.efficiency import LatencyProtocol
+from trainers.models import build_student, config_layers, load_classifier
+from trainers.prepare import prepare_task
+
+DIRECTIONS = ["maximize", "minimize"]
+
+
+def _dominates(a: list[float], b: list[float]) -> bool:
+    """Whether ``a`` is at least as good as ``b`` everywhere and better somewhere (maximise, minimise)."""
+    signed_a, signed_b = (a[0], -a[1]), (b[0], -b[1])
+    return all(x >= y for x, y in zip(signed_a, signed_b, strict=True)) and signed_a != signed_b
+
+
+def test_the_front_is_exactly_the_non_dominated_set_of_the_stored_trials():
+    study = optuna.create_study(directions=DIRECTIONS)
+    study.set_user_attr("metric", "macro_f1")
+    study.set_user_attr("objectives", ["macro_f1", "latency_ms"])
+    generator = torch.Generator().manual_seed(0)
+    # Few distinct values, so that ties and duplicate points occur.
+    points = (torch.randint(0, 6, (40, 2), generator=generator).float() / 5).tolist()
+    for f1, latency in points:
+        study.add_trial(
+            create_trial(
+                values=[f1, latency],
+                user_attrs={"value": f1, "config": {"method": "distil", "teacher": {"name": "t"}}},
+            )
+        )
+    study.add_trial(create_trial(state=TrialState.PRUNED, user_attrs={"status": "collapsed"}))
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    expected = {t.number for t in complete if not any(_dominates(u.values, t.values) for u in complete)}
+    assert 1 < len(expected) < len(complete)
+
+    assert {t.number for t in pareto_trials(study)} == expected
+    assert {row["trial"] for row in trial_rows(study) if row["pareto"]} == expected
+    document = export_study(study, pareto=True)
+    assert {c["trial"] for c in document["candidates"]} == expected
+    scores = [c["validation_score"] for c in document["candidates"]]
+    assert scores == sorted(scores, reverse=True), "the front is exported best metric first"
+    assert all(
+        c["objectives"] == dict(zip(["macro_f1", "latency_ms"], study.trials[c["trial"]].values, strict=True))
+        for c in document["candidates"]
+    )
+
+
+def test_cached_latency_is_reused_across_trials_of_the_same_shape(make_config, cache_dir):
+    config = make_config("distil")
+    task = prepare_task(config, cache_dir=cache_dir, progress=False)
+    teacher = load_classifier(task.teacher_checkpoint, task.label_names)
+    study = optuna.create_study(directions=DIRECTIONS)
+    protocol = LatencyProtocol(repeats=3, warmup=1, max_length=32)
+
+    first = architecture_costs(study, build_student(teacher, [1, 2]), task, protocol)
+    # Other layers and weights, same architecture: the stored figure, not a new (noisy) measurement.
+    torch.manual_seed(1)
+    other_weights = build_student(load_classifier(task.teacher_checkpoint, task.label_names), [3, 4])
+    assert architecture_costs(study, other_weights, task, protocol) == first
+    study.set_user_attr(ARCHITECTURES, {first["architecture"]: {"latency_ms": 123.0, "params": 7}})
+    assert architecture_costs(study, other_weights, task, protocol)["latency_ms"] == 123.0
+
+    deeper = architecture_costs(study, build_student(teacher, [1, 2, 3]), task, protocol)
+    assert deeper["architecture"] != first["architecture"] and deeper["params"] > first["params"]
+    assert set(study.user_attrs[ARCHITECTURES]) == {first["architecture"], deeper["architecture"]}
+    assert study.user_attrs[LATENCY_PROTOCOL]["batch_size"] == 1
+    assert study.user_attrs[LATENCY_PROTOCOL]["threads"] == protocol.threads
+
+
+def test_the_any_space_draws_a_method_then_only_its_branch_and_a_depth_only_where_the_map_takes_one():
+    space = default_space("any", teacher_depth=4)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    drawn = []
+
+    def objective(trial):
+        drawn.append((suggest(trial, TrainConfig(method="distil"), space), dict(trial.params)))
+        return 0.0
+
+    study.optimize(objective, n_trials=40)
+    methods = {config.method for config, _ in drawn}
+    assert methods == {"distil", "lora"}
+    for config, params in drawn:
+        branches = {name.split(BRANCH)[0] for name in params if BRANCH in name}
+        assert branches == {config.method}
+        if config.method != "distil":
+            continue
+        depth_drawn = f"distil{BRANCH}{DEPTH}" in params
+        assert config.student.layer_map == params[f"distil{BRANCH}{LAYER_MAP}"]
+        assert depth_drawn == (config.student.layer_map not in ("odd", "even"))
+        assert 1 <= len(config_layers(config, 4)) <= 3
+
+
+def test_a_multi_objective_study_of_student_shapes_runs_and_exports_its_front(
+    trained_checkpoint, toy_data, tmp_path, capsys
+):
+    storage = f"sqlite:///{tmp_path}/study.db"
+    args = [
+        "--method", "distil", "--objectives", "macro_f1,latency_ms,params", "--student-depth", "2",
+        "--trials", "3", "--lr", "3e-3", "--dataset", str(toy_data), "--teacher", str(trained_checkpoint),
+        "--teacher-epochs", "0", "--epochs", "2", "--max-length", "32", "--batch-size", "16",
+        "--storage", storage, "--cache-dir", str(tmp_path / "cache"), "--wandb-mode", "disabled", "--no-progress",
+    ]  # fmt: skip
+    assert main(args) == 0
+    assert "runs with pruner none" in capsys.readouterr().err
+    study = optuna.load_study(study_name="distil-custom", storage=storage)
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE", "MINIMIZE"]
+    (architecture,) = study.user_attrs[ARCHITECTURES]  # a fixed depth leaves one shape
+    figures = study.user_attrs[ARCHITECTURES][architecture]
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert complete
+    for trial in complete:
+        assert trial.values[1:] == [figures["latency_ms"], figures["params"]]
+        config = TrainConfig.from_dict(trial.user_attrs["config"])
+        assert trial.user_attrs["student_layers"] == list(config_layers(config, 4))
+        assert config.student.depth == 2 and config.student.layer_map in ("first", "last", "spread")
+    document = export_study(study, pareto=True)
+    assert {c["trial"] for c in document["candidates"]} == {t.number for t in pareto_trials(study)}
+    assert all(c["config"]["student"]["depth"] == 2 for c in document["candidates"])
+
+
+@pytest.mark.parametrize(
+    ("study", "expected", "notice"),
+    [
+        (
+            StudyConfig(trials=1, objectives=("roc_auc",)),
+            (None, "median", "roc_auc"),
+            "single-objective study of roc_auc",
+        ),
+        (
+            StudyConfig(trials=1, objectives=("latency_ms", "accuracy")),
+            (("latency_ms", "accuracy"), "none", "accuracy"),
+            "runs with pruner none",
+        ),
+        (
+            StudyConfig(trials=1, objectives=("macro_f1", "params"), pruner="none"),
+            (("macro_f1", "params"), "none", "macro_f1"),
+            None,
+        ),
+        (StudyConfig(trials=1), (None, "median", "loss"), None),
+    ],
+)
+def test_one_objective_is_a_single_objective_study_and_several_replace_the_pruner(
+    study, expected, notice, capsys
+):
+    resolved, base = resolve_objectives(study, TrainConfig(method="lora", metric="loss"))
+    assert (resolved.objectives, resolved.pruner, base.metric) == expected
+    err = capsys.readouterr().err
+    if notice is None:
+        assert err == ""
+    else:
+        assert len(err.strip().splitlines()) == 1 and err.startswith("notice: ") and notice in err
+
+
+def _cli(module, *args, cwd):
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--objectives", "macro_f1,speed"], "unknown objective 'speed'"),
+        (["--objectives", "macro_f1,latency_ms,macro_f1"], "names macro_f1 twice"),
+        (["--objectives", "latency_ms,params"], "has no validation metric"),
+        (
+            ["--method", "distil", "--student-depth", "4"],
+            "student depth must lie in 1..3 for a 4-layer teacher",
+        ),
+        (
+            ["--method", "distil", "--preset", "PRESET"],
+            "'student.depth' must lie in 1..3 for a 4-layer teacher",
+        ),
+        (["--method", "any", "--preset", "PRESET"], "'distil/student.depth' must lie in 1..3"),
+        (["--method", "distil", "--student-layer-map", "odd", "--student-depth", "2"], "fixes the depth"),
+    ],
+)
+def test_bad_objectives_and_depths_are_one_line_and_exit_2_before_any_training(
+    tiny_checkpoint, tmp_path, args, message
+):
+    preset = tmp_path / "deep.toml"
+    preset.write_text('[space."student.depth"]\nlow = 1\nhigh = 4\nint = true\n')
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    args = [str(preset) if arg == "PRESET" else arg for arg in args]
+    method = [] if "--method" in args else ["--method", "lora"]
+    result = _cli(
+        "search.run", *method, *args, "--trials", "2", "--teacher", str(tiny_checkpoint), cwd=workdir
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+    assert not list(workdir.iterdir()), "nothing is left behind: no database, no cache"
+
+
+@pytest.mark.parametrize("choice", [["--top-k", "2"], []])
+def test_a_multi_objective_export_without_pareto_points_to_it(tmp_path, choice):
+    storage = f"sqlite:///{tmp_path}/s.db"
+    study = optuna.create_study(study_name="mo", storage=storage, directions=DIRECTIONS)
+    study.add_trial(create_trial(values=[0.8, 3.0], user_attrs={"config": {"teacher": {"name": "t"}}}))
+    result = _cli(
+        "search.export", "--study", "mo", "--storage", storage, "--out", "front.yaml", *choice, cwd=tmp_path
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "pass --pareto" in lines[0], result.stderr
+    assert not (tmp_path / "front.yaml").exists()
