@@ -57,6 +57,24 @@ def direction(objective: str) -> Literal["maximize", "minimize"]:
     return "maximize" if objective not in COSTS and maximizes(objective) else "minimize"
 
 
+def pareto_front(points: Sequence[Sequence[float]], directions: Sequence[str]) -> list[bool]:
+    """Whether each point is non-dominated: no other point is as good in every objective and better in one.
+
+    Equal points do not dominate each other, so both stay on the front.
+
+    Example:
+        >>> pareto_front([[0.9, 5.0], [0.8, 2.0], [0.7, 3.0]], ["maximize", "minimize"])
+        [True, True, False]
+    """
+    signs = [1 if d == "maximize" else -1 for d in directions]
+    signed = [[s * v for s, v in zip(signs, point, strict=True)] for point in points]
+
+    def dominates(a: list[float], b: list[float]) -> bool:
+        return all(x >= y for x, y in zip(a, b, strict=True)) and a != b
+
+    return [not any(dominates(other, point) for other in signed) for point in signed]
+
+
 def quality_metric(objectives: Sequence[str]) -> MetricName:
     """The first validation metric among ``objectives``: what trials stop early on and keep their best by."""
     return next(name for name in objectives if name in METRICS)  # type: ignore[return-value]

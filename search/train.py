@@ -4,6 +4,10 @@ Each candidate of the export is trained with seeds ``seed, seed+1, …`` (its ow
 evaluated on test once per seed, after training. The winner is the candidate with the best *mean*
 validation score, so one lucky seed does not decide. Finished seeds are kept under ``OUT/runs`` and
 skipped when the command is rerun after an interruption.
+
+An export of a Pareto front (``search.export --pareto``) is retrained whole and has no winner: the
+front is recomputed on the seed means of its metric objectives, beside the architecture's costs. A
+trial that was on the front by one lucky seed may drop off it; the report says which did.
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from search.export import check_export, read_document
+from search.objectives import COSTS, pareto_front
 from trainers.cli import ArgumentParser, run_main
-from trainers.config import TrainConfig, maximizes
+from trainers.config import METRICS, TrainConfig, maximizes
 from trainers.settings import require
 
 if TYPE_CHECKING:
@@ -116,6 +121,12 @@ def retrain_candidate(
         "failed_seeds": [r["seed"] for r in runs if not _succeeded(r)],
         "statuses": [r["status"] for r in runs],
         "validation": mean_ci([r["validation"][config.metric] for r in scored]),
+        "validation_means": (
+            {name: statistics.fmean(r["validation"][name] for r in scored) for name in METRICS}
+            if scored
+            else None
+        ),
+        "exported_objectives": candidate.get("objectives"),
         "test": {name: mean_ci([r["test"][name] for r in scored]) for name in SUMMARY_METRICS},
         # Seeds trained elsewhere (prepare_seed) leave no model here.
         "model": str(folder / "model") if (folder / "model").is_dir() else None,
@@ -218,6 +229,31 @@ def retrain_top_candidates(
     return results, pick_winner(results, maximize=maximize)
 
 
+def refront(results: list[dict[str, Any]], objectives: list[str], directions: list[str]) -> None:
+    """Recompute the Pareto front of retrained ``results`` in place, on their seed means.
+
+    Each result gains ``objectives`` (the seed mean of each validation metric, the exported figure of
+    each cost, which belongs to the architecture) and ``pareto``; one without a scored seed is off it.
+    """
+    scored = []
+    for result in results:
+        report_means = result["validation_means"]
+        result["objectives"] = (
+            {
+                name: result["exported_objectives"][name] if name in COSTS else report_means[name]
+                for name in objectives
+            }
+            if report_means
+            else None
+        )
+        result["pareto"] = False
+        if result["objectives"] is not None:
+            scored.append(result)
+    on_front = pareto_front([list(r["objectives"].values()) for r in scored], directions)
+    for result, on in zip(scored, on_front, strict=True):
+        result["pareto"] = on
+
+
 def _show(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
@@ -231,7 +267,9 @@ def build_parser() -> ArgumentParser:
     )
     parser.add_argument("--seeds", type=int, default=3, help="seeds per candidate (default: 3)")
     parser.add_argument(
-        "--top-k", type=int, default=1, help="retrain the K best candidates of the export (default: 1)"
+        "--top-k",
+        type=int,
+        help="retrain the K best candidates of the export (default: 1; a Pareto export is retrained whole)",
     )
     parser.add_argument("--out", type=Path, required=True, help="output folder for metrics.json and model/")
     parser.add_argument(
@@ -246,7 +284,7 @@ def retrain(
     *,
     out: Path,
     seeds: int = 3,
-    top_k: int = 1,
+    top_k: int | None = None,
     cache_dir: Path | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -254,25 +292,34 @@ def retrain(
 
     Writes ``out/metrics.json`` (the returned report) and ``out/model``, the winner's best-validation
     seed that neither collapsed nor diverged. Finished seeds under ``out`` are read, not retrained.
+    An export of a Pareto front is retrained whole, and its front recomputed on the seed means
+    (:func:`refront`); it ships no single model, each candidate's is under ``out/candidates``.
 
     Args:
         export: An export document (:func:`search.export.export_best`) or the file holding one.
         out: Output folder.
         seeds: Seeds per candidate, starting at each candidate's own.
-        top_k: How many of the export's candidates to retrain.
+        top_k: How many of the export's candidates to retrain (default 1); refused for a front.
         cache_dir: Cache for tokens and teachers (default: ``~/.cache/toxitune``).
         progress: Show progress bars.
 
     Returns:
-        ``study``, ``metric``, ``winner`` (its trial number) and each candidate's results.
+        ``study``, ``metric``, ``winner`` (its trial number) and each candidate's results; for a
+        front, ``objectives``, ``front`` and ``dropped`` (trial numbers) instead of a winner.
 
     Raises:
         ConfigError: A bad count, or an export that is incomplete or holds fewer candidates.
     """
     require(seeds >= 1, f"seeds (--seeds) must be at least 1, but got {seeds}")
-    require(top_k >= 1, f"top_k (--top-k) must be at least 1, but got {top_k}")
     document = check_export(export, "the export") if isinstance(export, dict) else read_document(Path(export))
     candidates = document["candidates"]
+    front = "objectives" in document
+    require(
+        not (front and top_k is not None),
+        "the export is a Pareto front, retrained whole to recompute it; drop --top-k",
+    )
+    top_k = len(candidates) if front else 1 if top_k is None else top_k
+    require(top_k >= 1, f"top_k (--top-k) must be at least 1, but got {top_k}")
     require(
         top_k <= len(candidates),
         f"top_k (--top-k) is {top_k} but the export holds {len(candidates)} candidates; export with --top-k",
@@ -282,6 +329,19 @@ def retrain(
     results, winner = retrain_top_candidates(
         document, seeds, top_k=top_k, out=out, cache_dir=cache_dir or default_cache_dir(), progress=progress
     )
+    if front:
+        refront(results, document["objectives"], document["directions"])
+        report = {
+            "study": document["study"],
+            "metric": document["metric"],
+            "objectives": document["objectives"],
+            "winner": None,
+            "front": [r["trial"] for r in results if r["pareto"]],
+            "dropped": [r["trial"] for r in results if not r["pareto"]],
+            "candidates": results,
+        }
+        (out / "metrics.json").write_text(json.dumps(report, indent=2))
+        return report
     shutil.rmtree(out / "model", ignore_errors=True)
     if winner["model"]:
         shutil.copytree(winner["model"], out / "model")
@@ -305,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
         cache_dir=args.cache_dir,
         progress=not args.no_progress,
     )
+    if report["winner"] is None:
+        return _print_front(report)
     winner = next(result for result in report["candidates"] if result["trial"] == report["winner"])
     for result in report["candidates"]:
         val, test = result["validation"], result["test"]["macro_f1"]
@@ -323,6 +385,24 @@ def main(argv: list[str] | None = None) -> int:
         shipped = "its model is its best seed that trained" if winner["model"] else "no model was written"
         print(f"error: the winner, trial {winner['trial']}, failed on {failed}; {shipped}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _print_front(report: dict[str, Any]) -> int:
+    """Print each retrained candidate of a front, and which dropped off it."""
+    for result in report["candidates"]:
+        shown = ", ".join(f"{name} {value:.4g}" for name, value in (result["objectives"] or {}).items())
+        mark = "*" if result["pareto"] else " "
+        print(
+            f"{mark} trial {result['trial']}: {shown or 'no scored seed'}; validation {report['metric']} "
+            f"{format_mean_ci(result['validation'])}, failed seeds {result['failed_seeds'] or 'none'}"
+        )
+    print(f"front after retraining: trials {report['front']}")
+    if report["dropped"]:
+        print(
+            f"dropped off the front on the seed means: trials {report['dropped']}; the study saw one seed "
+            "of each, and a lucky seed can put a trial on the front"
+        )
     return 0
 
 

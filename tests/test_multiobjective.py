@@ -13,9 +13,16 @@ from optuna.trial import TrialState, create_trial
 
 from search.config import StudyConfig
 from search.export import export_study
-from search.objectives import ARCHITECTURES, LATENCY_PROTOCOL, architecture_costs, resolve_objectives
+from search.objectives import (
+    ARCHITECTURES,
+    LATENCY_PROTOCOL,
+    architecture_costs,
+    pareto_front,
+    resolve_objectives,
+)
 from search.run import main
 from search.study import pareto_trials, trial_rows
+from search.train import refront, retrain
 from studies.spaces import BRANCH, DEPTH, LAYER_MAP, default_space, suggest
 from trainers.config import TrainConfig
 from trainers.efficiency import LatencyProtocol
@@ -51,6 +58,8 @@ def test_the_front_is_exactly_the_non_dominated_set_of_the_stored_trials():
     assert 1 < len(expected) < len(complete)
 
     assert {t.number for t in pareto_trials(study)} == expected
+    on_front = pareto_front([t.values for t in complete], DIRECTIONS)
+    assert {t.number for t, on in zip(complete, on_front, strict=True) if on} == expected
     assert {row["trial"] for row in trial_rows(study) if row["pareto"]} == expected
     document = export_study(study, pareto=True)
     assert {c["trial"] for c in document["candidates"]} == expected
@@ -133,6 +142,28 @@ def test_a_multi_objective_study_of_student_shapes_runs_and_exports_its_front(
     document = export_study(study, pareto=True)
     assert {c["trial"] for c in document["candidates"]} == {t.number for t in pareto_trials(study)}
     assert all(c["config"]["student"]["depth"] == 2 for c in document["candidates"])
+    report = retrain(document, seeds=2, out=tmp_path / "front", cache_dir=tmp_path / "cache", progress=False)
+    assert report["winner"] is None and set(report["front"]) | set(report["dropped"]) == {
+        c["trial"] for c in document["candidates"]
+    }
+    assert (tmp_path / "front" / "metrics.json").is_file()
+
+
+def test_a_front_is_recomputed_on_the_seed_means_and_a_lucky_trial_drops_off():
+    def result(trial, f1_means, latency):
+        return {
+            "trial": trial,
+            "validation_means": {"macro_f1": f1_means} if f1_means is not None else None,
+            "exported_objectives": {"macro_f1": 0.99, "latency_ms": latency},
+        }
+
+    # Trial 2 was on the study's front with one seed at 0.99; over seeds it is worse than trial 1
+    # at a higher latency.
+    results = [result(0, 0.70, 1.0), result(1, 0.85, 2.0), result(2, 0.80, 3.0), result(3, None, 0.5)]
+    refront(results, ["macro_f1", "latency_ms"], DIRECTIONS)
+    assert [r["pareto"] for r in results] == [True, True, False, False]
+    assert results[1]["objectives"] == {"macro_f1": 0.85, "latency_ms": 2.0}, "metrics are the seed means"
+    assert results[3]["objectives"] is None
 
 
 @pytest.mark.parametrize(
