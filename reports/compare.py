@@ -6,6 +6,10 @@ holds the original study's table (recipe rows beside tuned rows, mean ± 95% CI 
 bootstraps that say which differences are real, each method's confusion matrix, training curves and
 study plots, the shipped models' size and CPU latency (:mod:`trainers.efficiency`), and a verdict.
 It reads what the experiment stored and measures the shipped models; it trains nothing.
+
+``--final`` on the folder of a retrained Pareto front (``search.train`` on a ``search.export
+--pareto`` file) gives a row per candidate, so the quality-latency figure draws each one's test
+macro-F1 with its CI, over seeds, against its latency.
 """
 
 from __future__ import annotations
@@ -71,20 +75,53 @@ def retrained_row(folder: Path, *, method: str, arm: str) -> Row:
     """The row of what ``search.train`` (or :func:`search.api.retrain`) wrote to ``folder``."""
     report = json.loads((folder / "metrics.json").read_text())
     winner = next(candidate for candidate in report["candidates"] if candidate["trial"] == report["winner"])
+    return _candidate_row(
+        folder, winner, name=f"{method} ({arm})", method=method, arm=arm, model_folder=folder
+    )
+
+
+def front_rows(folder: Path, *, arm: str) -> list[Row]:
+    """One row per candidate that ``search.train`` retrained from a Pareto export in ``folder``.
+
+    Each candidate's model is its own best seed, under ``candidates/trial-N``; a candidate still on the
+    front after retraining is named so.
+    """
+    report = json.loads((folder / "metrics.json").read_text())
+    rows = []
+    for candidate in report["candidates"]:
+        method = candidate["config"]["method"]
+        front = "front" if candidate["pareto"] else "dropped"
+        rows.append(
+            _candidate_row(
+                folder,
+                candidate,
+                name=f"{arm} trial {candidate['trial']} ({method}, {front})",
+                method=method,
+                arm=arm,
+                model_folder=folder / "candidates" / f"trial-{candidate['trial']}",
+            )
+        )
+    return rows
+
+
+def _candidate_row(
+    folder: Path, candidate: dict[str, Any], *, name: str, method: str, arm: str, model_folder: Path
+) -> Row:
     runs = [
-        json.loads(seed_report_path(folder, winner["trial"], seed).read_text()) for seed in winner["seeds"]
+        json.loads(seed_report_path(folder, candidate["trial"], seed).read_text())
+        for seed in candidate["seeds"]
     ]
-    best_seed = folder / "candidates" / f"trial-{winner['trial']}" / "best_seed.json"
+    best_seed = folder / "candidates" / f"trial-{candidate['trial']}" / "best_seed.json"
     seed = json.loads(best_seed.read_text())["seed"] if best_seed.exists() else None
-    failed = winner["failed_seeds"]
+    failed = candidate["failed_seeds"]
     status = (
         "ok" if not failed else f"{'every seed' if len(failed) == len(runs) else f'seeds {failed}'} failed"
     )
     return Row(
-        name=f"{method} ({arm})",
+        name=name,
         method=method,
         arm=arm,
-        folder=folder,
+        folder=model_folder,
         runs=runs,
         shipped=next((run for run in runs if run["seed"] == seed), None),
         status=status,
@@ -430,7 +467,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m reports.compare", description="Compare an experiment's methods.")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--experiment", type=Path, help="a folder written by python -m search.experiment")
-    source.add_argument("--final", type=Path, nargs="+", help="folders written by python -m search.train")
+    source.add_argument(
+        "--final",
+        type=Path,
+        nargs="+",
+        help="folders written by python -m search.train; a retrained Pareto front gives a row per candidate",
+    )
     parser.add_argument(
         "--out", type=Path, help="report folder (default: EXPERIMENT/report; with --final, required)"
     )
@@ -446,7 +488,11 @@ def main(argv: list[str] | None = None) -> int:
         for folder in args.final:
             if not (folder / "metrics.json").exists():
                 raise ConfigError(f"{folder}: no metrics.json; run python -m search.train first")
-            method = json.loads((folder / "metrics.json").read_text())["candidates"][0]["config"]["method"]
+            report = json.loads((folder / "metrics.json").read_text())
+            if report["winner"] is None:  # a retrained Pareto front: every candidate is a row
+                rows += front_rows(folder, arm=folder.name)
+                continue
+            method = report["candidates"][0]["config"]["method"]
             rows.append(retrained_row(folder, method=method, arm=folder.name))
         report = write_report(args.out, rows, report=args.out)
     print(f"wrote {report / 'index.html'}")

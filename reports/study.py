@@ -3,7 +3,9 @@
 Writes ``trials.csv`` (one row per trial: state, value, best epoch, steps, params), ``summary.md``
 (outcomes, best trial, compute spent on each outcome, parameter importances), and three plots:
 ``history.png`` (value per trial and the best so far), ``curves.png`` (validation metric per epoch,
-pruned trials dashed) and ``importance.png``. It reads storage only; it never trains.
+pruned trials dashed) and ``importance.png``. A multi-objective study's summary lists its Pareto
+front, and ``pareto.png`` draws it (Optuna's ``plot_pareto_front``); its history and importances are
+of its metric. It reads storage only; it never trains.
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ from optuna.trial import TrialState, create_trial  # noqa: E402
 from reports.replay import replay_report_rates  # noqa: E402
 from search.export import load_study  # noqa: E402
 from search.pruners import MEDIAN_STARTUP_TRIALS  # noqa: E402
-from search.study import best_trial, metric_value, trial_rows, trial_state  # noqa: E402
+from search.study import best_trial, metric_value, pareto_trials, trial_rows, trial_state  # noqa: E402
 from search.urls import DEFAULT_STORAGE  # noqa: E402
 from studies.spaces import readable_params  # noqa: E402
 from trainers.cli import ArgumentParser, run_main  # noqa: E402
+from trainers.config import maximizes  # noqa: E402
 
 # Below this many completed trials, fANOVA's ranking moves with each new trial: in the H200 studies
 # (RESULTS.md), 9 and 11 completed trials of the same draws ranked different parameters first.
@@ -45,16 +48,19 @@ STATE_COLOURS = {
 
 def readable_study(study: optuna.Study) -> optuna.Study | None:
     """An in-memory copy of ``study``'s completed trials with readable parameters (the loss weights, not
-    the simplex draws behind them), or ``None`` until completed trials differ in value."""
+    the simplex draws behind them) valued by the study's metric, or ``None`` until completed trials
+    differ in it."""
+    metric = study.user_attrs.get("metric", "macro_f1")
     completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if len({trial.value for trial in completed}) < 2:
+    values = [metric_value(trial, metric) for trial in completed]
+    if len(set(values)) < 2:
         return None  # with one value among completed trials, every parameter looks equally (un)important
-    readable = optuna.create_study(direction=study.direction)
-    for trial in completed:
+    readable = optuna.create_study(direction="maximize" if maximizes(metric) else "minimize")
+    for trial, value in zip(completed, values, strict=True):
         params = readable_params(trial.params, trial.user_attrs)
         # A weight is no sampled parameter, so it has no distribution of its own; each lies in [0, 1].
         distributions = {name: trial.distributions.get(name, FloatDistribution(0.0, 1.0)) for name in params}
-        readable.add_trial(create_trial(value=trial.value, params=params, distributions=distributions))
+        readable.add_trial(create_trial(value=value, params=params, distributions=distributions))
     return readable
 
 
@@ -92,6 +98,7 @@ def summary_markdown(study: optuna.Study, rows: list[dict[str, Any]], weights: d
     for state in STATE_COLOURS:
         if counts[state]:
             lines.append(f"| {state} | {counts[state]} | {steps[state]} | {steps[state] / total:.0%} |")
+    lines += _front_lines(study)
     best = best_trial(study)
     if best is not None:
         lines += ["", f"**Best:** trial {best.number}, validation {metric} {best.value:.4f} "
@@ -106,6 +113,29 @@ def summary_markdown(study: optuna.Study, rows: list[dict[str, Any]], weights: d
             lines += ["", f"Importances from {completed} completed trials: a hint, not a ranking; with fewer "
                       f"than {FEW_TRIALS_FOR_IMPORTANCE} they shift as trials are added."]  # fmt: skip
     return "\n".join(lines + pruning_replay_markdown(study)) + "\n"
+
+
+def _front_lines(study: optuna.Study) -> list[str]:
+    """A multi-objective study's Pareto front: each trial's objectives and shape; empty for one objective."""
+    if len(study.directions) < 2:
+        return []
+    objectives = study.user_attrs.get("objectives") or [
+        f"objective {i}" for i in range(len(study.directions))
+    ]
+    front = pareto_trials(study)
+    lines = ["", f"**Pareto front** of {', '.join(objectives)}: {len(front)} trials.", ""]
+    lines += [f"| trial | {' | '.join(objectives)} | method | student layers |",
+              "|---:|" + "---:|" * len(objectives) + "---|---|"]  # fmt: skip
+    for trial in front:
+        config = trial.user_attrs.get("config", {})
+        layers = trial.user_attrs.get("student_layers")
+        lines.append(
+            f"| {trial.number} | {' | '.join(_show(v) for v in trial.values)} | {config.get('method', '-')} "
+            f"| {layers if layers is not None else 'all (full depth)'} |"
+        )
+    if protocol := study.user_attrs.get("latency_protocol"):
+        lines += ["", "Latency: " + ", ".join(f"{key} {value}" for key, value in protocol.items()) + "."]
+    return lines
 
 
 def _settings_lines(config: dict[str, Any] | None) -> list[str]:
@@ -128,8 +158,9 @@ def pruning_replay_markdown(study: optuna.Study) -> list[str]:
     trials = study.get_trials(deepcopy=False)
     base = study.user_attrs.get("base_config") or {}
     finished = [t for t in trials if t.state.is_finished()]
-    # Studies from before evals_per_epoch existed cannot say how many reports an epoch holds.
-    if "evals_per_epoch" not in base or len(finished) <= MEDIAN_STARTUP_TRIALS:
+    # Studies from before evals_per_epoch existed cannot say how many reports an epoch holds; a
+    # multi-objective study reports nothing a pruner could judge.
+    if len(study.directions) > 1 or "evals_per_epoch" not in base or len(finished) <= MEDIAN_STARTUP_TRIALS:
         return []
     if any(trial_state(t) == "pruned" for t in trials):
         return []
@@ -168,7 +199,7 @@ def plot_history(study: optuna.Study, path: Path) -> None:
     tell collapsed and diverged trials from pruned ones.
     """
     trials = [t for t in study.get_trials(deepcopy=False) if t.state != TrialState.RUNNING]
-    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    maximize = maximizes(study.user_attrs.get("metric", "macro_f1"))
     fig, ax = plt.subplots(figsize=(7, 4))
     best, xs, ys = None, [], []
     for trial in trials:
@@ -210,6 +241,19 @@ def plot_curves(study: optuna.Study, path: Path) -> None:
     plt.close(fig)
 
 
+def plot_pareto(study: optuna.Study, path: Path) -> None:
+    """Optuna's own Pareto-front plot of a multi-objective study (two or three objectives)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        ax = optuna.visualization.matplotlib.plot_pareto_front(
+            study, target_names=study.user_attrs.get("objectives")
+        )
+    ax.figure.set_size_inches(7, 5)
+    ax.figure.tight_layout()
+    ax.figure.savefig(path, dpi=120)
+    plt.close(ax.figure)
+
+
 def plot_importance(readable: optuna.Study, path: Path) -> None:
     """Optuna's own importance plot of :func:`readable_study`'s trials."""
     with warnings.catch_warnings():
@@ -236,6 +280,9 @@ def write_report(study: optuna.Study, out: Path) -> list[Path]:
     plot_history(study, out / "history.png")
     plot_curves(study, out / "curves.png")
     written = [out / name for name in ("trials.csv", "summary.md", "history.png", "curves.png")]
+    if len(study.directions) in (2, 3) and pareto_trials(study):
+        plot_pareto(study, out / "pareto.png")
+        written.append(out / "pareto.png")
     if weights:
         plot_importance(readable, out / "importance.png")
         written.append(out / "importance.png")

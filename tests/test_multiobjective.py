@@ -11,6 +11,8 @@ import pytest
 import torch
 from optuna.trial import TrialState, create_trial
 
+from reports.compare import main as compare_main
+from reports.study import write_report
 from search.config import StudyConfig
 from search.export import export_study
 from search.objectives import (
@@ -147,6 +149,15 @@ def test_a_multi_objective_study_of_student_shapes_runs_and_exports_its_front(
         c["trial"] for c in document["candidates"]
     }
     assert (tmp_path / "front" / "metrics.json").is_file()
+
+    written = write_report(study, tmp_path / "report")
+    assert tmp_path / "report" / "pareto.png" in written
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    assert f"**Pareto front** of macro_f1, latency_ms, params: {len(pareto_trials(study))} trials" in summary
+    assert compare_main(["--final", str(tmp_path / "front"), "--out", str(tmp_path / "compare")]) == 0
+    assert (tmp_path / "compare" / "quality-latency.png").is_file()
+    table = (tmp_path / "compare" / "report.md").read_text()
+    assert all(f"front trial {trial}" in table for trial in report["front"] + report["dropped"])
 
 
 def test_a_front_is_recomputed_on_the_seed_means_and_a_lucky_trial_drops_off():
