@@ -10,6 +10,7 @@ import optuna
 import pytest
 import torch
 from optuna.trial import TrialState, create_trial
+from wandb_runs import find_runs, read_run
 
 from reports.compare import main as compare_main
 from reports.study import write_report
@@ -126,7 +127,8 @@ def test_a_multi_objective_study_of_student_shapes_runs_and_exports_its_front(
         "--method", "distil", "--objectives", "macro_f1,latency_ms,params", "--student-depth", "2",
         "--trials", "3", "--lr", "3e-3", "--dataset", str(toy_data), "--teacher", str(trained_checkpoint),
         "--teacher-epochs", "0", "--epochs", "2", "--max-length", "32", "--batch-size", "16",
-        "--storage", storage, "--cache-dir", str(tmp_path / "cache"), "--wandb-mode", "disabled", "--no-progress",
+        "--storage", storage, "--cache-dir", str(tmp_path / "cache"), "--no-progress",
+        "--wandb-mode", "offline", "--wandb-dir", str(tmp_path / "wb"),
     ]  # fmt: skip
     assert main(args) == 0
     assert "runs with pruner none" in capsys.readouterr().err
@@ -141,8 +143,20 @@ def test_a_multi_objective_study_of_student_shapes_runs_and_exports_its_front(
         config = TrainConfig.from_dict(trial.user_attrs["config"])
         assert trial.user_attrs["student_layers"] == list(config_layers(config, 4))
         assert config.student.depth == 2 and config.student.layer_map in ("first", "last", "spread")
+    runs = [read_run(path) for path in find_runs(tmp_path / "wb")]
+    by_name = {run.name: run for run in runs}
+    for trial in complete:
+        run = by_name[f"distil-custom-trial-{trial.number}"]
+        logged = [run.summary[f"objective:{name}"] for name in ("macro_f1", "latency_ms", "params")]
+        assert logged == pytest.approx(trial.values)
+        assert run.config["student"] == trial.user_attrs["config"]["student"]
+    table = next(run for run in runs if run.job_type == "study-summary").table("trials")
+    front = {t.number for t in pareto_trials(study)}
+    assert {row["trial"] for row in table if row["pareto"]} == front
+    assert all("objective:latency_ms" in row for row in table)
+
     document = export_study(study, pareto=True)
-    assert {c["trial"] for c in document["candidates"]} == {t.number for t in pareto_trials(study)}
+    assert {c["trial"] for c in document["candidates"]} == front
     assert all(c["config"]["student"]["depth"] == 2 for c in document["candidates"])
     report = retrain(document, seeds=2, out=tmp_path / "front", cache_dir=tmp_path / "cache", progress=False)
     assert report["winner"] is None and set(report["front"]) | set(report["dropped"]) == {
@@ -156,8 +170,8 @@ def test_a_multi_objective_study_of_student_shapes_runs_and_exports_its_front(
     assert f"**Pareto front** of macro_f1, latency_ms, params: {len(pareto_trials(study))} trials" in summary
     assert compare_main(["--final", str(tmp_path / "front"), "--out", str(tmp_path / "compare")]) == 0
     assert (tmp_path / "compare" / "quality-latency.png").is_file()
-    table = (tmp_path / "compare" / "report.md").read_text()
-    assert all(f"front trial {trial}" in table for trial in report["front"] + report["dropped"])
+    compared = (tmp_path / "compare" / "report.md").read_text()
+    assert all(f"front trial {trial}" in compared for trial in report["front"] + report["dropped"])
 
 
 def test_a_front_is_recomputed_on_the_seed_means_and_a_lucky_trial_drops_off():
