@@ -44,7 +44,7 @@ from search.tracking import StudyTracker
 from search.train import retrain
 from search.urls import new_storage_file, redact
 from studies.presets import Preset, search_space
-from studies.spaces import DEPTH, METHOD, SHAPE_METHODS, SearchSpace, check_depths
+from studies.spaces import BRANCH, DEPTH, METHOD, SHAPE_METHODS, SearchSpace, check_depths
 from trainers.config import TrainConfig
 from trainers.errors import ToxituneError
 
@@ -143,7 +143,7 @@ def check_shapes(base: TrainConfig, space: SearchSpace) -> None:
         return
     depth = teacher_depth(base)
     check_depths(space, depth)
-    if not any(path.split("/")[-1] == DEPTH for path in space):
+    if not any(path.split(BRANCH)[-1] == DEPTH for path in space):
         from trainers.models import config_layers
 
         config_layers(base, depth)

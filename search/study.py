@@ -111,7 +111,7 @@ def open_study(
     study was created, in the user attribute ``study_config``.
 
     Raises:
-        ToxituneError: The study exists with other ``attrs``.
+        ToxituneError: The study exists with other ``attrs`` or another number of objectives.
     """
     study = optuna.create_study(
         study_name=config.name,
@@ -127,6 +127,12 @@ def open_study(
         ),
         load_if_exists=True,
     )
+    # Optuna loads an existing study with its own directions, whatever was asked for.
+    if len(study.directions) != len(directions):
+        raise ToxituneError(
+            f"study {study.study_name!r} has {len(study.directions)} objective(s), not {len(directions)}; "
+            "rerun it with its own --objectives or pass another --study"
+        )
     for key, value in attrs.items():
         pin_attr(study, key, value)
     if "study_config" not in study.user_attrs:

@@ -29,6 +29,7 @@ from search.train import refront, retrain
 from studies.spaces import BRANCH, DEPTH, LAYER_MAP, default_space, suggest
 from trainers.config import TrainConfig
 from trainers.efficiency import LatencyProtocol
+from trainers.errors import ToxituneError
 from trainers.models import build_student, config_layers, load_classifier
 from trainers.prepare import prepare_task
 
@@ -277,3 +278,24 @@ def test_a_multi_objective_export_without_pareto_points_to_it(tmp_path, choice):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "pass --pareto" in lines[0], result.stderr
     assert not (tmp_path / "front.yaml").exists()
+
+
+def test_a_single_objective_study_is_not_resumed_as_a_multi_objective_one(tmp_path):
+    storage = f"sqlite:///{tmp_path}/s.db"
+    optuna.create_study(study_name="one", storage=storage, direction="maximize").set_user_attr(
+        "method", "lora"
+    )
+    args = [
+        "--method",
+        "lora",
+        "--trials",
+        "1",
+        "--study",
+        "one",
+        "--storage",
+        storage,
+        "--wandb-mode",
+        "disabled",
+    ]
+    with pytest.raises(ToxituneError, match="has 1 objective\\(s\\), not 2"):
+        main([*args, "--objectives", "macro_f1,latency_ms"])
