@@ -8,6 +8,9 @@ Measured under one stated protocol, so figures from different models compare:
   ``torch.inference_mode``; latency is the median (p50) and 95th percentile (p95) per batch;
 - ``torch.get_num_threads()`` threads, recorded with the CPU model.
 
+A study with a latency objective times in-memory models instead, under :class:`LatencyProtocol`
+(:func:`model_latency_ms`); both share :func:`timed_passes_ms`.
+
 Example:
     >>> efficiency = measure(Path("runs/best/model"), texts)
     >>> efficiency.latency_ms["1"]["p50"], efficiency.examples_per_second
