@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from search.config import StudyConfig
+from search.objectives import quality_metric
 from search.progress import format_params
 from studies.presets import available_presets, load_preset, search_space
 from studies.spaces import SHAPE_METHODS, readable_params
 from trainers.cli import ArgumentParser, add_config_arguments, config_overrides, merge, run_main
 from trainers.config import TrainConfig
+from trainers.errors import ConfigError
 from trainers.settings import setting_paths
 
 if TYPE_CHECKING:
@@ -66,6 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     study = StudyConfig.from_dict(
         merge(preset.study if preset else {}, config_overrides(args, StudyConfig, namespace=STUDY))
     )
+    if study.objectives and "metric" in overrides and overrides["metric"] != quality_metric(study.objectives):
+        raise ConfigError(
+            f"--metric {overrides['metric']} disagrees with --objectives {','.join(study.objectives)}, whose "
+            f"first metric ({quality_metric(study.objectives)}) the trials train for; drop --metric"
+        )
     depth = teacher_depth(base) if args.method in SHAPE_METHODS else None
     fixed = setting_paths(overrides) - {"method"}
     space = search_space(args.method, preset, fixed=fixed, teacher_depth=depth)

@@ -236,6 +236,7 @@ def _cli(module, *args, cwd):
         (["--objectives", "macro_f1,speed"], "unknown objective 'speed'"),
         (["--objectives", "macro_f1,latency_ms,macro_f1"], "names macro_f1 twice"),
         (["--objectives", "latency_ms,params"], "has no validation metric"),
+        (["--objectives", "macro_f1,latency_ms", "--metric", "roc_auc"], "--metric roc_auc disagrees"),
         (
             ["--method", "distil", "--student-depth", "4"],
             "student depth must lie in 1..3 for a 4-layer teacher",
