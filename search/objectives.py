@@ -140,10 +140,10 @@ def architecture_costs(
     """
     from trainers.efficiency import median_length_texts, model_latency_ms
 
-    shipped = shipped_cpu_model(model)
-    key = architecture_key(shipped)
+    key = architecture_key(model)  # a LoRA model's config is its base model's, which it merges into
     cached = study.user_attrs.get(ARCHITECTURES, {})
     if key not in cached:
+        shipped = shipped_cpu_model(model)
         texts = median_length_texts(task.splits.validation.texts, task.tokenizer, protocol.max_length)
         figures = {
             "latency_ms": model_latency_ms(shipped, task.tokenizer, texts, protocol),

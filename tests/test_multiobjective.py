@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -20,17 +21,19 @@ from search.objectives import (
     ARCHITECTURES,
     LATENCY_PROTOCOL,
     architecture_costs,
+    architecture_key,
     pareto_front,
     resolve_objectives,
+    shipped_cpu_model,
 )
 from search.run import main
 from search.study import pareto_trials, trial_rows
 from search.train import refront, retrain
 from studies.spaces import BRANCH, DEPTH, LAYER_MAP, default_space, suggest
-from trainers.config import TrainConfig
+from trainers.config import LoraSettings, TrainConfig
 from trainers.efficiency import LatencyProtocol
 from trainers.errors import ToxituneError
-from trainers.models import build_student, config_layers, load_classifier
+from trainers.models import apply_lora, build_student, config_layers, load_classifier
 from trainers.prepare import prepare_task
 
 DIRECTIONS = ["maximize", "minimize"]
@@ -300,3 +303,12 @@ def test_a_single_objective_study_is_not_resumed_as_a_multi_objective_one(tmp_pa
     ]
     with pytest.raises(ToxituneError, match="has 1 objective\\(s\\), not 2"):
         main([*args, "--objectives", "macro_f1,latency_ms"])
+
+
+def test_a_lora_model_costs_what_the_full_model_it_merges_into_costs(tiny_checkpoint):
+    full = load_classifier(str(tiny_checkpoint), ("clean", "toxic"))
+    lora = apply_lora(copy.deepcopy(full), LoraSettings(rank=4))
+    shipped = shipped_cpu_model(lora)
+    assert architecture_key(lora) == architecture_key(shipped) == architecture_key(full)
+    assert sum(p.numel() for p in shipped.parameters()) == sum(p.numel() for p in full.parameters())
+    assert architecture_key(build_student(full, [1])) != architecture_key(full)
