@@ -27,7 +27,7 @@ from search.objectives import (
     shipped_cpu_model,
 )
 from search.run import main
-from search.study import pareto_trials, trial_rows
+from search.study import make_sampler, pareto_trials, trial_rows
 from search.train import refront, retrain
 from studies.spaces import BRANCH, DEPTH, LAYER_MAP, default_space, suggest
 from trainers.config import LoraSettings, TrainConfig
@@ -312,3 +312,14 @@ def test_a_lora_model_costs_what_the_full_model_it_merges_into_costs(tiny_checkp
     assert architecture_key(lora) == architecture_key(shipped) == architecture_key(full)
     assert sum(p.numel() for p in shipped.parameters()) == sum(p.numel() for p in full.parameters())
     assert architecture_key(build_student(full, [1])) != architecture_key(full)
+
+
+@pytest.mark.parametrize(("name", "inner"), [("tpe", "TPESampler"), ("nsga2", "NSGAIISampler")])
+def test_both_samplers_search_several_objectives(name, inner):
+    sampler = make_sampler(name, seed=0)
+    study = optuna.create_study(directions=DIRECTIONS, sampler=sampler)
+    study.optimize(
+        lambda trial: (trial.suggest_float("x", 0, 1), trial.suggest_float("y", 0, 1)), n_trials=12
+    )
+    assert type(sampler._inner).__name__ == inner
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 12

@@ -373,7 +373,7 @@ def _draw(study: optuna.Study, sampler: optuna.samplers.BaseSampler) -> float:
     return value
 
 
-@pytest.mark.parametrize("name", ["tpe", "random"])
+@pytest.mark.parametrize("name", ["tpe", "nsga2", "random"])
 def test_samplers_are_seeded_from_their_first_trial_so_workers_never_share_draws(name):
     study = optuna.create_study(direction="maximize")
     first = _draw(study, make_sampler(name, seed=7))
