@@ -111,8 +111,11 @@ def _notice(message: str) -> None:
 
 def shipped_cpu_model(model: nn.Module) -> nn.Module:
     """A CPU, float32 copy of ``model`` as it ships: LoRA adapters merged into the full model."""
-    shipped = copy.deepcopy(model).float().cpu()
-    return shipped.merge_and_unload() if hasattr(shipped, "merge_and_unload") else shipped
+    from trainers.models import shipped_model
+
+    shipped = shipped_model(model)
+    # Moved and cast on a copy: the trained model stays where training left it.
+    return (copy.deepcopy(shipped) if shipped is model else shipped).float().cpu()
 
 
 def architecture_key(model: nn.Module) -> str:

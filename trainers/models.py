@@ -264,13 +264,17 @@ def apply_lora(model: PreTrainedModel, settings: LoraSettings):
         ) from error
 
 
+def shipped_model(model: nn.Module) -> nn.Module:
+    """``model`` as it ships: a LoRA model merged into a copy of its base model; any other unchanged."""
+    return copy.deepcopy(model).merge_and_unload() if hasattr(model, "merge_and_unload") else model
+
+
 def save_classifier(model: nn.Module, tokenizer, folder: Path) -> None:
     """Save a folder that ``AutoModelForSequenceClassification.from_pretrained`` loads directly.
 
     LoRA models are merged first, so the folder needs no peft to load.
     """
-    if hasattr(model, "merge_and_unload"):
-        model = copy.deepcopy(model).merge_and_unload()
+    model = shipped_model(model)
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     # safetensors >= 0.8 writes through a temporary file created 0600 and renamed into place
