@@ -184,3 +184,22 @@ def test_the_command_line_runs_what_the_python_api_runs(trained_checkpoint, toy_
     ]  # fmt: skip
     assert main(args) == 0
     assert (tmp_path / "cli" / "report" / "index.html").is_file()
+
+
+def test_the_speed_pick_ignores_latency_noise_between_models_of_one_architecture(tmp_path):
+    from reports.compare import Row, _verdict
+
+    def row(method: str, f1: float) -> Row:
+        runs = [{"seed": 0, "test": {"macro_f1": f1}}]
+        return Row(f"{method} (tuned)", method, "tuned", tmp_path, runs, None, "ok")
+
+    odd, even, lora = row("odd", 0.77), row("even", 0.75), row("lora", 0.78)
+
+    def cost(ms: float, parameters: int) -> dict:
+        return {"latency_ms": {"1": {"p50": ms}}, "parameters": parameters}
+
+    costs = {"odd (tuned)": cost(3.9, 17), "even (tuned)": cost(3.4, 17), "lora (tuned)": cost(6.9, 22)}
+    tie = {"difference": 0.0, "low": -0.01, "high": 0.01}
+    pairs = [(odd, even, tie), (odd, lora, tie), (even, lora, tie)]
+    lines = _verdict([odd, even, lora], costs, pairs)
+    assert lines[1].startswith("- **For speed, ship odd (tuned)**: 3.9 ms"), lines
