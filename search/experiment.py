@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         cache_dir=args.cache_dir,
         progress=not args.no_progress,
     )
-    print(f"wrote {args.out / 'report' / 'index.html'}")
+    print(f"report: {args.out / 'report' / 'index.html'}")
     failed = [method for method, result in results.items() if _failed(result)]
     if failed:
         print(
