@@ -7,7 +7,6 @@ import contextlib
 import json
 import multiprocessing
 import os
-import platform
 import tempfile
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -158,15 +157,10 @@ def working_folder(workdir: Path | None) -> Iterator[Path]:
 
 def machine() -> dict[str, Any]:
     """CPU model, cores, torch version, threads, GPU and precision: what a figure was measured on."""
-    model = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+    from trainers.efficiency import cpu_name
+
     return {
-        "cpu": model,
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
