@@ -155,6 +155,17 @@ def working_folder(workdir: Path | None) -> Iterator[Path]:
         yield Path(folder)
 
 
+def seed_list(text: str) -> list[int]:
+    """``--seeds 0,1,2``: distinct comma-separated integers, as an argparse type."""
+    try:
+        seeds = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"{text!r} repeats a seed")
+    return seeds
+
+
 def machine() -> dict[str, Any]:
     """CPU model, cores, torch version, threads, GPU and precision: what a figure was measured on."""
     from trainers.efficiency import cpu_name

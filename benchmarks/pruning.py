@@ -59,6 +59,7 @@ from benchmarks.common import (  # noqa: E402
     cache_folder,
     machine,
     run_study_in_worker,
+    seed_list,
     submit_seed_runs,
     wait_all,
     worker_pool,
@@ -308,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--seeds",
-        type=_seeds,
+        type=seed_list,
         default=[0],
         help="comma-separated sampler seeds; every arm runs once per seed (default: 0)",
     )
@@ -423,16 +424,6 @@ def _gaps(cut: dict[str, Any], full: dict[str, Any]) -> str:
     saved, _, gain = compare(cut, full)
     on_test = retrained_gain(cut, full)
     return f"{saved:.0%} / {gain:+.2f}" + ("" if on_test is None else f" (test {on_test:+.2f})")
-
-
-def _seeds(text: str) -> list[int]:
-    try:
-        seeds = [int(part) for part in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
-    if len(set(seeds)) != len(seeds):
-        raise argparse.ArgumentTypeError(f"{text!r} repeats a seed")
-    return seeds
 
 
 if __name__ == "__main__":

@@ -299,3 +299,46 @@ def test_serve_quick_run_answers_every_request(trained_checkpoint, toy_data, tmp
     for level in levels:
         assert (level["answered"], level["errors"]) == (24, 0)
         assert 0 < level["p50_ms"] <= level["p95_ms"] and level["requests_per_second"] > 0
+
+
+def test_peer_quick_run_compares_toxitune_with_both_peer_configurations(
+    trained_checkpoint, toy_data, tmp_path, monkeypatch, capsys
+):
+    out, workdir = tmp_path / "peer.json", tmp_path / "work"
+    argv = [
+        "--quick", "--data", str(toy_data), "--teacher", str(trained_checkpoint), "--max-length", "32",
+        "--out", str(workdir), "--json", str(out),
+    ]  # fmt: skip
+    peer = _load("peer", monkeypatch)
+    assert peer.main(argv) == 0
+    figures = json.loads(out.read_text())
+    assert set(figures["arms"]) == {"toxitune", "docs", "tuned"}
+    for name, arm in figures["arms"].items():
+        assert list(arm["seeds"]) == ["0"], name
+        run = arm["seeds"]["0"]
+        assert run["trials"] == 2 and len(run["per_trial"]) == 2, name
+        assert run["search_seconds"] > 0 and run["retrain_seconds"] > 0, name
+        assert run["steps"] > 0 and run["examples"] >= run["steps"] * 16, name  # the space's smallest batch
+        assert 0 <= run["best_value"] <= 1 and 0 <= run["test_macro_f1"] <= 1, name
+        assert 0 <= run["one_class_complete"] <= run["one_class"] <= run["trials"], name
+        # One point per finished trial, in time order, the best so far never falling, ending at the best.
+        seconds = [s for s, _ in run["curve"]]
+        assert len(seconds) == 2 and seconds == sorted(seconds) and 0 < seconds[0] <= run["search_seconds"]
+        bests = [b for _, b in run["curve"] if b is not None]
+        assert bests == sorted(bests) and bests[-1] == run["best_value"], name
+    for name in ("docs", "tuned"):  # the peer's LoRA settings come from the trial, through model_init
+        params = figures["arms"][name]["seeds"]["0"]["per_trial"][0]["params"]
+        assert {"lora_r", "lora_alpha", "learning_rate", "warmup_steps"} <= set(params)
+    assert 1e-6 <= figures["arms"]["docs"]["seeds"]["0"]["per_trial"][0]["params"]["learning_rate"] <= 1e-4
+    assert 1e-4 <= figures["arms"]["tuned"]["seeds"]["0"]["per_trial"][0]["params"]["learning_rate"] <= 3e-3
+    goal = figures["target"]
+    assert goal["peer"] == "tuned" and goal["peer_best_value"] == figures["arms"]["tuned"]["best_value"]
+    assert figures["differences"] and "load_average" in figures["machine"]
+    # The data both tools read are the written files: a toxitune rerun alone reuses the stored peer.
+    assert sorted(p.name for p in (workdir / "data").iterdir()) == ["test.csv", "train.csv", "validation.csv"]
+    capsys.readouterr()
+    assert peer.main([*argv, "--configs", "toxitune"]) == 0
+    printed = capsys.readouterr().out
+    assert "toxitune, sampler seed 0: running" in printed and "tuned, sampler seed 0: running" not in printed
+    again = json.loads(out.read_text())
+    assert again["arms"]["tuned"] == figures["arms"]["tuned"]
