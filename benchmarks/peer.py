@@ -403,7 +403,11 @@ class TrialRecorder(TrainerCallback):
         self.runs: list[dict[str, Any]] = []
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.runs.append({"evaluations": [], "steps": 0, "batch_size": args.train_batch_size})
+        # What the trial trained with, to check that hp_space's draws reached the arguments intact.
+        applied = {"learning_rate": args.learning_rate, "warmup_steps": args.warmup_steps}
+        self.runs.append(
+            {"evaluations": [], "steps": 0, "batch_size": args.train_batch_size, "applied": applied}
+        )
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if self.runs and "eval_macro_f1" in (metrics or {}):
@@ -470,7 +474,7 @@ def peer_trainer(peer: PeerConfig, args: argparse.Namespace, splits: Splits, wor
         ),  # a float, so hp search keeps drawn ratios (see peer_hp_space)
         max_grad_norm=DEFAULTS.max_grad_norm,
         lr_scheduler_type="linear",
-        train_sampling_strategy=peer.sampling,  # transformers 5's group_by_length=True
+        train_sampling_strategy=peer.sampling,  # transformers 5 removed group_by_length=True for this
         eval_strategy="epoch",
         save_strategy="no",
         logging_strategy="no",
@@ -537,6 +541,7 @@ def run_peer(
                 "batch_size": run["batch_size"],
                 "one_class": bool(last and last["one_class"]),
                 "evaluations": run["evaluations"],
+                "applied": run["applied"],
                 "params": trial.params,
                 "finished": trial.datetime_complete,
             }

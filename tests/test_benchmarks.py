@@ -327,8 +327,11 @@ def test_peer_quick_run_compares_toxitune_with_both_peer_configurations(
         bests = [b for _, b in run["curve"] if b is not None]
         assert bests == sorted(bests) and bests[-1] == run["best_value"], name
     for name in ("docs", "tuned"):  # the peer's LoRA settings come from the trial, through model_init
-        params = figures["arms"][name]["seeds"]["0"]["per_trial"][0]["params"]
-        assert {"lora_r", "lora_alpha", "learning_rate", "warmup_steps"} <= set(params)
+        for trial in figures["arms"][name]["seeds"]["0"]["per_trial"]:
+            assert {"lora_r", "lora_alpha", "learning_rate", "warmup_steps"} <= set(trial["params"])
+            # The drawn warm-up ratio reached the arguments as a ratio, not cast to 0 steps.
+            assert trial["applied"]["warmup_steps"] == pytest.approx(trial["params"]["warmup_steps"])
+            assert trial["applied"]["learning_rate"] == pytest.approx(trial["params"]["learning_rate"])
     assert 1e-6 <= figures["arms"]["docs"]["seeds"]["0"]["per_trial"][0]["params"]["learning_rate"] <= 1e-4
     assert 1e-4 <= figures["arms"]["tuned"]["seeds"]["0"]["per_trial"][0]["params"]["learning_rate"] <= 3e-3
     goal = figures["target"]
