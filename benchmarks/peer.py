@@ -127,6 +127,10 @@ DIFFERENCES = (
     "optimizer: both AdamW (torch defaults) with a linear schedule to 0 and gradient clipping at 1.0.",
     "evaluation: both score all of validation once an epoch, in batches of 128; toxitune sorts them by "
     "length, the peer keeps file order.",
+    "data: both read the same CSV files through toxitune's reader; the peer builds its datasets.Dataset from "
+    "those texts and labels, so no parsing difference can make the tools see other data.",
+    "start-up: the peer's Trainer builds one model (model_init(None)) before its first trial, inside its wall "
+    "time; toxitune's wall time includes reading and tokenising the data and checking the checkpoint.",
     "tokens: toxitune tokenises once and caches the tokens across sampler seeds; the peer tokenises once per "
     "arm and seed, inside its wall time (well under a second at 2,000 tweets).",
 )
