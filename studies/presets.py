@@ -30,7 +30,7 @@ from studies.spaces import (
     LAYER_MAP,
     LOSS_WEIGHTS,
     METHOD,
-    WEIGHT_NAMES,
+    ALL_WEIGHT_NAMES,
     Choice,
     Distribution,
     SearchSpace,
@@ -113,7 +113,7 @@ def search_space(
 ) -> SearchSpace:
     """``method``'s space, widened or narrowed by ``preset``, without the settings in ``fixed``.
 
-    A fixed loss weight fixes the simplex the three are drawn on, so it leaves the space too; a fixed
+    A fixed loss weight fixes the simplex the weights are drawn on, so it leaves the space too; a fixed
     depth leaves only the layer maps that take one. In the ``any`` space a preset's entry replaces
     that path in every method's branch that reads it, or joins them.
 
@@ -145,7 +145,7 @@ def search_space(
     def setting(path: str) -> str:
         return path.split(BRANCH)[-1]
 
-    weights_fixed = bool(set(fixed) & {f"loss.{name}" for name in WEIGHT_NAMES})
+    weights_fixed = bool(set(fixed) & {f"loss.{name}" for name in ALL_WEIGHT_NAMES})
     kept: dict[str, Distribution] = {}
     for path, distribution in space.items():
         if setting(path) in fixed or (weights_fixed and setting(path) == LOSS_WEIGHTS):
