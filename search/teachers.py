@@ -22,8 +22,6 @@ def with_teachers_from(base: TrainConfig, study_name: str, storage: str) -> Trai
     Raises:
         ToxituneError: No such study, not a teacher or LoRA study, or fewer finished trials than teachers.
     """
-    from trainers.prepare import teacher_of
-
     flag = f"--teacher-from {study_name}"
     if not base.distills:
         raise ConfigError(f"{flag} sets the teacher of a distillation study, not of a {base.method} study")
@@ -44,6 +42,9 @@ def with_teachers_from(base: TrainConfig, study_name: str, storage: str) -> Trai
             f"{flag}: the study holds {len(trials)} finished teacher trial(s), and {wanted} teacher(s) are "
             "asked for (--teacher-ensemble); run more trials first"
         )
+    # Imported once the study is known good: torch takes seconds to load, a typo should not wait.
+    from trainers.prepare import teacher_of
+
     teachers = [teacher_of(TrainConfig.from_dict(trial.user_attrs["config"])) for trial in trials]
     first = dataclasses.replace(teachers[0], ensemble=wanted)
     return dataclasses.replace(base, teacher=first, ensemble=tuple(teachers[1:]) if wanted > 1 else ())
