@@ -48,7 +48,9 @@ def main(argv: list[str] | None = None) -> int:
 
     base = TrainConfig(
         method="odd",
-        data=DataConfig(dataset=args.data, train_size=args.train_size, eval_size=args.eval_size, test_size=64),
+        data=DataConfig(
+            dataset=args.data, train_size=args.train_size, eval_size=args.eval_size, test_size=64
+        ),
         teacher=TeacherConfig(name=args.teacher, epochs=0),
         epochs=1,
         batch_size=args.batch_size,

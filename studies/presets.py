@@ -27,12 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from studies.spaces import (
+    ALL_WEIGHT_NAMES,
     BRANCH,
     DEPTH,
     LAYER_MAP,
     LOSS_WEIGHTS,
     METHOD,
-    ALL_WEIGHT_NAMES,
     Choice,
     Distribution,
     SearchSpace,

@@ -133,7 +133,9 @@ def test_an_ensemble_is_distilled_through_its_mean_probabilities_and_mean_logits
     assert parts.div.item() == pytest.approx(kl.item(), rel=1e-5)
     assert parts.cos.item() == pytest.approx(cosine_loss(STUDENT, members.mean(dim=0)).item())
     one = distillation_loss(STUDENT, TEACHER[None], LABELS, config, epoch=1.0)
-    assert one.total.item() == pytest.approx(distillation_loss(STUDENT, TEACHER, LABELS, config, epoch=1.0).total.item())
+    assert one.total.item() == pytest.approx(
+        distillation_loss(STUDENT, TEACHER, LABELS, config, epoch=1.0).total.item()
+    )
 
 
 def _tiny_classifier(heads: int = 2) -> BertForSequenceClassification:
@@ -151,7 +153,9 @@ def _intermediate_losses(student, teacher, layers):
     ids[1, 6:], mask[1, 6:] = 0, 0  # a padded example: its padded queries are left out
     ours = student(input_ids=ids, attention_mask=mask, output_hidden_states=True, output_attentions=True)
     with torch.no_grad():
-        theirs = teacher(input_ids=ids, attention_mask=mask, output_hidden_states=True, output_attentions=True)
+        theirs = teacher(
+            input_ids=ids, attention_mask=mask, output_hidden_states=True, output_attentions=True
+        )
     chosen = [n - 1 for n in layers]
     hidden = hidden_state_loss(cls_states(ours.hidden_states), cls_states(theirs.hidden_states)[chosen])
     attn = attention_loss(
@@ -168,7 +172,10 @@ def test_intermediate_losses_vanish_on_copied_layers_and_grow_and_train_once_the
 
     with torch.no_grad():
         generator = torch.Generator().manual_seed(2)
-        for weight in (student.bert.encoder.layer[0].attention.self.query.weight, student.bert.encoder.layer[0].output.dense.weight):
+        for weight in (
+            student.bert.encoder.layer[0].attention.self.query.weight,
+            student.bert.encoder.layer[0].output.dense.weight,
+        ):
             weight.add_(torch.randn(weight.shape, generator=generator))
     hidden, attn = _intermediate_losses(student, teacher, (1, 2))
     assert hidden.item() > 1e-4 and attn.item() > 1e-4

@@ -550,16 +550,26 @@ def test_intermediate_losses_a_searched_teacher_and_an_ensemble_run_export_and_r
     assert "ensemble of 2 teachers: validation macro_f1" in capsys.readouterr().out
     config = _load(tmp_path, "ens").trials[0].user_attrs["config"]
     best = sorted(teach.get_trials(states=(TrialState.COMPLETE,)), key=lambda t: -t.value)
-    assert config["teacher"]["lr"] == best[0].params["lr"] and config["ensemble"][0]["lr"] == best[1].params["lr"]
+    assert (
+        config["teacher"]["lr"] == best[0].params["lr"]
+        and config["ensemble"][0]["lr"] == best[1].params["lr"]
+    )
     assert config["teacher"]["ensemble"] == 2
 
     export = tmp_path / "ens.yaml"
-    assert export_main(["--study", "ens", "--storage", f"sqlite:///{tmp_path}/study.db", "--out", str(export)]) == 0
+    assert (
+        export_main(["--study", "ens", "--storage", f"sqlite:///{tmp_path}/study.db", "--out", str(export)])
+        == 0
+    )
     exported = yaml.safe_load(export.read_text())["candidates"][0]["config"]
     assert exported["teacher"] == config["teacher"] and exported["ensemble"] == config["ensemble"]
     out = tmp_path / "retrained"
     cache = ["--cache-dir", str(tmp_path / "cache")]
-    assert train_main(["--config", str(export), "--seeds", "1", "--out", str(out), "--no-progress", *cache]) == 0
+    assert (
+        train_main(["--config", str(export), "--seeds", "1", "--out", str(out), "--no-progress", *cache]) == 0
+    )
     teacher = yaml.safe_load((out / "metrics.json").read_text())["candidates"][0]["teacher"]
     assert len(teacher["members"]) == 2 and {"validation", "test"} <= set(teacher)
-    assert len(list((tmp_path / "cache" / "ensembles").iterdir())) == 1, "the retrain read the cached ensemble"
+    assert len(list((tmp_path / "cache" / "ensembles").iterdir())) == 1, (
+        "the retrain read the cached ensemble"
+    )

@@ -128,7 +128,9 @@ class TeacherConfig:
     )
     kind: TeacherKind = field(
         default="full",
-        metadata=described("full: fine-tune every weight; lora: train --teacher-lora-* adapters, then merge them"),
+        metadata=described(
+            "full: fine-tune every weight; lora: train --teacher-lora-* adapters, then merge them"
+        ),
     )
     lora: LoraSettings = field(default_factory=LoraSettings, metadata={"prefix": "lora-"})
     ensemble: int = field(
@@ -151,7 +153,9 @@ class TeacherConfig:
             self.hidden_dropout is None or 0 <= self.hidden_dropout < 1,
             f"teacher hidden_dropout must be in [0, 1), but got {self.hidden_dropout}",
         )
-        require(self.kind in TEACHER_KINDS, f"teacher kind must be one of {TEACHER_KINDS}, but got {self.kind!r}")
+        require(
+            self.kind in TEACHER_KINDS, f"teacher kind must be one of {TEACHER_KINDS}, but got {self.kind!r}"
+        )
         require(
             self.ensemble >= 1,
             f"teacher ensemble (--teacher-ensemble) must be at least 1, but got {self.ensemble}",

@@ -55,7 +55,9 @@ def check_heads(student: PretrainedConfig, teacher: PretrainedConfig) -> None:
 
 
 @torch.no_grad()
-def teacher_cls_states(model: nn.Module, split: EncodedSplit, *, pad_token_id: int, batch_size: int) -> Tensor:
+def teacher_cls_states(
+    model: nn.Module, split: EncodedSplit, *, pad_token_id: int, batch_size: int
+) -> Tensor:
     """``[examples, layers, hidden]``: ``model``'s [CLS] state after every encoder layer, in split order.
 
     The model runs in evaluation mode (no dropout), so the states are deterministic and can be cached.
@@ -102,7 +104,9 @@ class IntermediateTargets:
             task.teacher_hidden[:, self.layers].to(device) if self.loss.w_hidden > 0 else None
         )  # [examples, student layers, hidden]
 
-    def forward(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    def forward(
+        self, model: nn.Module, batch: dict[str, Tensor]
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """The student's logits on ``batch``, with its :func:`hidden_state_loss` and :func:`attention_loss`.
 
         A loss at weight 0 is ``None``, and its outputs are never requested.
@@ -115,11 +119,15 @@ class IntermediateTargets:
         )
         hidden = attn = None
         if self.hidden is not None:
-            hidden = hidden_state_loss(cls_states(out.hidden_states), self.hidden[batch["index"]].transpose(0, 1))
+            hidden = hidden_state_loss(
+                cls_states(out.hidden_states), self.hidden[batch["index"]].transpose(0, 1)
+            )
         if self.teacher is not None:
             with torch.no_grad():
                 maps = self.teacher(
-                    input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_attentions=True
+                    input_ids=batch["input_ids"],
+                    attention_mask=batch["attention_mask"],
+                    output_attentions=True,
                 ).attentions
             teacher_attn = torch.stack([maps[n] for n in self.layers])
             attn = attention_loss(torch.stack(out.attentions), teacher_attn, batch["attention_mask"])

@@ -167,7 +167,10 @@ def build_model(config: TrainConfig, task: Task) -> nn.Module:
     dropout = {"hidden_dropout": config.hidden_dropout, "attention_dropout": config.attention_dropout}
     if config.distills:
         teacher = load_classifier(
-            task.teacher_checkpoint, task.label_names, attn_implementation=attention_implementation(config), **dropout
+            task.teacher_checkpoint,
+            task.label_names,
+            attn_implementation=attention_implementation(config),
+            **dropout,
         )
         return build_student(teacher, config_layers(config, teacher.config.num_hidden_layers))
     model = load_classifier(task.base_checkpoint, task.label_names, **dropout)
@@ -390,10 +393,9 @@ def evaluate_and_decide(
         )
         return None
     metrics = evaluate(model, val_loader, task.validation.labels, task.label_names)
-    total, cls, div, cos, hidden, attn = means
-    record = EvalRecord(
-        state.step, state.step / steps_per_epoch, total, cls, div, cos, metrics, train_hidden=hidden, train_attn=attn
-    )
+    # The intermediate parts come after the metrics, so records written before they existed still load.
+    (total, cls, div, cos), (hidden, attn) = means[:4], means[4:]
+    record = EvalRecord(state.step, state.step / steps_per_epoch, total, cls, div, cos, metrics, hidden, attn)
     state.record(record, stopper, config.metric, model)
     caller_stops = on_eval is not None and bool(on_eval(record))
     state.status, state.reason = decide(

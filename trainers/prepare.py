@@ -66,7 +66,12 @@ def prepare_task(config: TrainConfig, *, cache_dir: Path, progress: bool = True)
     if not config.distills:
         return task
     folders = [
-        fine_tune_teacher(dataclasses.replace(config, teacher=member, ensemble=()), task, cache_dir=cache_dir, progress=progress)
+        fine_tune_teacher(
+            dataclasses.replace(config, teacher=member, ensemble=()),
+            task,
+            cache_dir=cache_dir,
+            progress=progress,
+        )
         for member in config.teachers
     ]
     logits = [_cached_train_logits(folder, task, config.eval_batch_size) for folder in folders]
@@ -261,7 +266,8 @@ def _ensemble_metrics(folders: list[Path], task: Task, *, cache_dir: Path, batch
                 mean = torch.logsumexp(logits.log_softmax(dim=-1), dim=0) - math.log(len(models))
                 metrics[name] = metrics_from_logits(mean, split.labels, task.label_names).to_dict()
             metrics["members"] = [
-                {"folder": folder.name, **json.loads((folder / "metrics.json").read_text())} for folder in folders
+                {"folder": folder.name, **json.loads((folder / "metrics.json").read_text())}
+                for folder in folders
             ]
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(metrics, indent=2))
