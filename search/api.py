@@ -40,6 +40,7 @@ from search.study import (
     study_exists,
     trial_rows,
 )
+from search.teachers import with_teachers_from
 from search.tracking import StudyTracker
 from search.train import retrain
 from search.urls import new_storage_file, redact
@@ -98,6 +99,8 @@ def run_study(
         ToxituneError: A setting, the data, the teacher or the storage is wrong.
     """
     study, base = resolve_objectives(study, base)
+    if study.teacher_from is not None:
+        base = with_teachers_from(base, study.teacher_from, study.storage)
     if space is None:
         space = search_space(base.method, preset, teacher_depth=teacher_depth(base))
     check_shapes(base, space)
@@ -162,7 +165,7 @@ def _run(
     from search.objective import Objective
     from trainers.cache import default_cache_dir
     from trainers.efficiency import LatencyProtocol
-    from trainers.prepare import prepare_task
+    from trainers.prepare import describe_teacher, prepare_task
 
     # A study resumed without a signal keeps the one it was created with, even an older default.
     stored_signal = stored_attr(storage, config.name, "pruner_signal")
@@ -203,7 +206,7 @@ def _run(
 
     task = prepare_task(base, cache_dir=cache_dir or default_cache_dir(), progress=progress)
     if task.teacher_metrics:
-        print(f"teacher: validation {base.metric} {task.teacher_metrics['validation'][base.metric]:.4f}")
+        print(describe_teacher(task.teacher_metrics, base.metric))
     if study is None:
         study = study_in_storage()
         print(f"{where}: created, 0/{config.trials} trials finished")

@@ -100,6 +100,14 @@ class StudyConfig:
     timeout: float | None = field(
         default=None, metadata=described("stop starting trials after this many seconds")
     )
+    teacher_from: str | None = field(
+        default=None,
+        metadata=described(
+            "distil from the best finished trial of this teacher (or LoRA) study in the same storage, "
+            "fine-tuned again with its settings; with --teacher-ensemble K, from its K best",
+            flag="teacher-from",
+        ),
+    )
     wandb: WandbSettings = field(default_factory=WandbSettings, metadata={"prefix": "wandb-"})
 
     def __post_init__(self) -> None:
@@ -131,6 +139,10 @@ class StudyConfig:
         require(
             self.timeout is None or self.timeout > 0,
             f"{name('timeout')} must be positive, but got {self.timeout}",
+        )
+        require(
+            self.teacher_from is None or bool(self.teacher_from.strip()),
+            f"{name('teacher_from')} must name a study",
         )
 
     @property

@@ -26,7 +26,7 @@ from trainers.settings import setting_paths
 if TYPE_CHECKING:
     import optuna
 
-SEARCH_METHODS = ("odd", "even", "lora", "distil", "any")
+SEARCH_METHODS = ("odd", "even", "lora", "distil", "any", "teacher")
 # Where StudyConfig's settings land in the parsed arguments, apart from TrainConfig's.
 STUDY = "study."
 
@@ -35,8 +35,9 @@ def build_parser() -> ArgumentParser:
     parser = ArgumentParser(
         prog="python -m search.run",
         description=(
-            "Tune a compression method (or, with --method any, several) with an Optuna study, against one "
-            "objective or several; every trial is logged to W&B."
+            "Tune a compression method (or, with --method any, several), or the teacher's own fine-tuning "
+            "(--method teacher, for --teacher-from), with an Optuna study, against one objective or several; "
+            "every trial is logged to W&B."
         ),
     )
     parser.add_argument("--preset", help=f"study preset: {', '.join(available_presets())}, or a .toml file")

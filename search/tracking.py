@@ -45,6 +45,8 @@ EVAL_KEYS: dict[str, tuple[str, ...]] = {
     "train/cls": ("train_cls",),
     "train/div": ("train_div",),
     "train/cos": ("train_cos",),
+    "train/hidden": ("train_hidden",),
+    "train/attn": ("train_attn",),
     "val/loss": ("validation", "loss"),
     "val/accuracy": ("validation", "accuracy"),
     "val/weighted_f1": ("validation", "weighted_f1"),

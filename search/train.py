@@ -128,6 +128,8 @@ def retrain_candidate(
         ),
         "exported_objectives": candidate.get("objectives"),
         "test": {name: mean_ci([r["test"][name] for r in scored]) for name in SUMMARY_METRICS},
+        # The teacher (or ensemble) the seeds distilled from, scored on validation and test beside them.
+        "teacher": runs[0].get("teacher") if runs else None,
         # Seeds trained elsewhere (prepare_seed) leave no model here.
         "model": str(folder / "model") if (folder / "model").is_dir() else None,
         "config": candidate["config"],
@@ -375,6 +377,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{mark} trial {result['trial']}: validation {report['metric']} {format_mean_ci(val)}, "
             f"test macro-F1 {format_mean_ci(test)}, failed seeds {result['failed_seeds'] or 'none'}"
         )
+    if winner["teacher"]:
+        from trainers.prepare import describe_teacher
+
+        print(f"  {describe_teacher(winner['teacher'], 'macro_f1')}")
     print(f"winner: trial {winner['trial']}; wrote {args.out}")
     if winner["failed_seeds"]:
         failed = ", ".join(

@@ -14,6 +14,8 @@ a ``[space]`` table whose entries replace or add search ranges, keyed by setting
     choices = [16, 32]
 
 A relative ``[config.data] dataset`` is resolved against the preset's folder when it exists there.
+``extends = "NAME"`` (a preset or a .toml file) starts from that preset: this file's tables are
+merged over its tables, entry by entry.
 """
 
 from __future__ import annotations
@@ -25,12 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from studies.spaces import (
+    ALL_WEIGHT_NAMES,
     BRANCH,
     DEPTH,
     LAYER_MAP,
     LOSS_WEIGHTS,
     METHOD,
-    WEIGHT_NAMES,
     Choice,
     Distribution,
     SearchSpace,
@@ -39,6 +41,7 @@ from studies.spaces import (
     default_space,
     distribution_from_toml,
 )
+from trainers.cli import merge
 from trainers.config import DEPTH_FIXING_MAPS
 from trainers.errors import ConfigError
 
@@ -78,11 +81,14 @@ def load_preset(name: str) -> Preset:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"preset {path}: invalid TOML ({error})") from error
-    unknown = set(raw) - {"description", "config", "study", "space"}
+    unknown = set(raw) - {"description", "extends", "config", "study", "space"}
     if unknown:
         raise ConfigError(
-            f"preset {path}: unknown tables {sorted(unknown)}; use description, config, study and space"
+            f"preset {path}: unknown tables {sorted(unknown)}; use description, extends, config, study and space"
         )
+    parent = load_preset(str(raw["extends"])) if "extends" in raw else Preset(name="")
+    raw["config"] = merge(parent.config, raw.get("config", {}))
+    raw["study"] = merge(parent.study, raw.get("study", {}))
     config = raw.get("config", {})
     data = config.get("data") if isinstance(config, dict) else None
     dataset = data.get("dataset") if isinstance(data, dict) else None
@@ -90,7 +96,7 @@ def load_preset(name: str) -> Preset:
     if isinstance(dataset, str) and (dataset.startswith(".") or (path.parent / dataset).exists()):
         data["dataset"] = str((path.parent / dataset).resolve())
     known = config_paths()
-    space = {}
+    space = dict(parent.space)
     for key, spec in raw.get("space", {}).items():
         if key not in known:
             raise ConfigError(
@@ -113,7 +119,7 @@ def search_space(
 ) -> SearchSpace:
     """``method``'s space, widened or narrowed by ``preset``, without the settings in ``fixed``.
 
-    A fixed loss weight fixes the simplex the three are drawn on, so it leaves the space too; a fixed
+    A fixed loss weight fixes the simplex the weights are drawn on, so it leaves the space too; a fixed
     depth leaves only the layer maps that take one. In the ``any`` space a preset's entry replaces
     that path in every method's branch that reads it, or joins them.
 
@@ -145,7 +151,7 @@ def search_space(
     def setting(path: str) -> str:
         return path.split(BRANCH)[-1]
 
-    weights_fixed = bool(set(fixed) & {f"loss.{name}" for name in WEIGHT_NAMES})
+    weights_fixed = bool(set(fixed) & {f"loss.{name}" for name in ALL_WEIGHT_NAMES})
     kept: dict[str, Distribution] = {}
     for path, distribution in space.items():
         if setting(path) in fixed or (weights_fixed and setting(path) == LOSS_WEIGHTS):

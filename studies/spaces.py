@@ -1,8 +1,9 @@
 """Search spaces: what each method tunes, and the only place that calls ``trial.suggest_*``.
 
 A space maps a setting's path in :class:`~trainers.config.TrainConfig` (``"lr"``, ``"loss.temperature"``,
-``"lora.rank"``) to a range or a set of choices. ``"loss.weights"`` is special: the three loss
-weights are drawn on the simplex, so their sum (a second learning rate in disguise) stays 1.
+``"lora.rank"``) to a range or a set of choices. ``"loss.weights"`` is special: the loss weights
+(by default the three on the logits; a preset may add ``w_hidden`` and ``w_attn``) are drawn on the
+simplex, so their sum (a second learning rate in disguise) stays 1.
 ``"student.depth"`` is drawn only for a layer map that takes a depth (not ``odd`` or ``even``).
 
 The ``any`` space searches the method too: ``"method"`` is drawn first, then only the entries of that
@@ -33,6 +34,8 @@ DEPTH = "student.depth"
 ANY_METHODS = ("distil", "lora")
 BRANCH = "/"
 WEIGHT_NAMES = ("w_cls", "w_div", "w_cos")
+# Every loss weight a simplex may draw: the three on the logits and the intermediate layers' two.
+ALL_WEIGHT_NAMES = (*WEIGHT_NAMES, "w_hidden", "w_attn")
 
 
 @dataclass(frozen=True)
@@ -71,24 +74,38 @@ class Choice:
 
 @dataclass(frozen=True)
 class Simplex:
-    """The three loss weights, uniform on the part of the simplex where ``w_cls >= min_cls``.
+    """Loss weights that sum to 1, uniform on the part of the simplex where ``w_cls >= min_cls``.
 
     A floor on the label loss keeps a student from being trained on the teacher alone: with
     divergence warm-in, a near-zero ``w_cls`` leaves the first epochs with almost no signal.
+    ``names`` are the weights drawn (``w_cls`` among them); the others keep their configured value.
     """
 
     min_cls: float = 0.0
+    names: tuple[str, ...] = WEIGHT_NAMES
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_cls < 1:
             raise ConfigError(f"min_cls must be in [0, 1), but got {self.min_cls}")
+        unknown = set(self.names) - set(ALL_WEIGHT_NAMES)
+        if "w_cls" not in self.names or unknown or len(set(self.names)) != len(self.names):
+            raise ConfigError(
+                f"simplex weights must be distinct names from {ALL_WEIGHT_NAMES}, w_cls among them, "
+                f"but got {list(self.names)}"
+            )
+
+    def __repr__(self) -> str:
+        # A study pins its space's repr: the default weights are left out, so studies stored before
+        # the simplex could hold others still resume.
+        names = "" if self.names == WEIGHT_NAMES else f", names={self.names!r}"
+        return f"Simplex(min_cls={self.min_cls!r}{names})"
 
     def suggest(self, trial: optuna.Trial, name: str) -> dict[str, float]:
         # -log(u) for u ~ U(0, 1] is Exp(1); normalised exponentials are uniform on the simplex,
         # and an affine map onto the floored part keeps them uniform there.
-        draws = [-math.log(trial.suggest_float(_draw_name(n), 1e-6, 1.0)) for n in WEIGHT_NAMES]
+        draws = [-math.log(trial.suggest_float(_draw_name(n), 1e-6, 1.0)) for n in self.names]
         total = sum(draws)
-        weights = {n: (1 - self.min_cls) * d / total for n, d in zip(WEIGHT_NAMES, draws, strict=True)}
+        weights = {n: (1 - self.min_cls) * d / total for n, d in zip(self.names, draws, strict=True)}
         weights["w_cls"] += self.min_cls
         for n, w in weights.items():
             trial.set_user_attr(n, w)
@@ -110,13 +127,14 @@ def readable_params(params: Mapping[str, Any], user_attrs: Mapping[str, Any]) ->
         >>> readable_params(trial.params, trial.user_attrs)
         {'lr': 7.7e-05, 'w_cls': 0.128, 'w_div': 0.77, 'w_cos': 0.102, 'loss.temperature': 1.36, ...}
     """
-    draws = [_draw_name(n) for n in WEIGHT_NAMES]
-    if not all(d in params for d in draws) or not all(n in user_attrs for n in WEIGHT_NAMES):
+    names = [n for n in ALL_WEIGHT_NAMES if _draw_name(n) in params]
+    draws = [_draw_name(n) for n in names]
+    if not names or not all(n in user_attrs for n in names):
         return dict(params)
     readable: dict[str, Any] = {}
     for name, value in params.items():
         if name == draws[0]:  # the weights take the draws' place in the order
-            readable |= {n: user_attrs[n] for n in WEIGHT_NAMES}
+            readable |= {n: user_attrs[n] for n in names}
         elif name not in draws:
             readable[name] = value
     return readable
@@ -147,10 +165,21 @@ LORA_SPACE: dict[str, Distribution] = {
     "lora.target_modules": Choice(("query,key,value", "query,key,value,dense")),
     **_SHARED,
 }
+# The teacher's own fine-tuning, for a teacher study that --teacher-from then reads: a full fine-tune
+# or LoRA adapters merged into the weights, at ranges wide enough for both.
+TEACHER_SPACE: dict[str, Distribution] = {
+    "lr": FloatRange(1e-5, 1e-3, log=True),
+    "epochs": IntRange(2, 5),
+    "warmup_ratio": FloatRange(0.0, 0.2),
+    "hidden_dropout": FloatRange(0.0, 0.3),
+    "weight_decay": FloatRange(0.0, 0.1),
+    "teacher.kind": Choice(("full", "lora")),
+}
 SPACES: dict[str, dict[str, Distribution]] = {
     "odd": DISTILLATION_SPACE,
     "even": DISTILLATION_SPACE,
     "lora": LORA_SPACE,
+    "teacher": TEACHER_SPACE,
 }
 # Searched with the student's shape, which needs the teacher's depth (see default_space).
 SHAPE_METHODS = ("distil", "any")
@@ -205,9 +234,16 @@ def check_depths(space: SearchSpace, teacher_depth: int) -> None:
 
 
 def distribution_from_toml(path: str, spec: Any) -> Distribution:
-    """A distribution from a preset entry: ``{low, high, log?}``, ``{int = true, ...}`` or ``{choices}``."""
+    """A distribution from a preset entry: ``{low, high, log?}``, ``{int = true, ...}`` or ``{choices}``;
+    for ``loss.weights``, ``{simplex = [names], min_cls?}``."""
     if not isinstance(spec, dict):
         raise ConfigError(f"search space entry {path!r} must be a table, but got {spec!r}")
+    if path.split(BRANCH)[-1] == LOSS_WEIGHTS:
+        if "simplex" not in spec or set(spec) - {"simplex", "min_cls"}:
+            raise ConfigError(
+                f"search space entry {path!r} needs simplex (the weights drawn) and optionally min_cls, but got {spec}"
+            )
+        return Simplex(min_cls=spec.get("min_cls", 0.0), names=tuple(spec["simplex"]))
     if set(spec) == {"choices"}:
         return Choice(tuple(spec["choices"]))
     unknown = set(spec) - {"low", "high", "log", "int"}
@@ -270,6 +306,8 @@ def config_paths() -> set[str]:
     """Every setting path a space may name, plus ``loss.weights``."""
     paths = {LOSS_WEIGHTS}
     for field in dataclasses.fields(TrainConfig):
+        if not field.metadata.get("cli", True):  # set by the program, never searched
+            continue
         value = getattr(TrainConfig(), field.name)
         if dataclasses.is_dataclass(value):
             paths |= {f"{field.name}.{sub.name}" for sub in dataclasses.fields(value)}

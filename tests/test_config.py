@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from trainers.config import TrainConfig
+from trainers.config import TeacherConfig, TrainConfig
 from trainers.errors import ConfigError
 
 
@@ -15,10 +17,10 @@ def test_config_round_trips_through_its_dict():
 @pytest.mark.parametrize(
     ("method", "has_loss", "has_lora", "teacher_keys"),
     [
-        ("odd", True, False, {"name", "epochs", "lr", "batch_size", "seed"}),
-        ("even", True, False, {"name", "epochs", "lr", "batch_size", "seed"}),
+        ("odd", True, False, {f.name for f in dataclasses.fields(TeacherConfig)}),
+        ("even", True, False, {f.name for f in dataclasses.fields(TeacherConfig)}),
         ("lora", False, True, {"name"}),
-        ("teacher", False, False, {"name"}),
+        ("teacher", False, False, {"name", "kind"}),
     ],
 )
 def test_the_applicable_dict_keeps_what_the_method_uses(method, has_loss, has_lora, teacher_keys):
@@ -51,6 +53,9 @@ def test_the_applicable_dict_keeps_what_the_method_uses(method, has_loss, has_lo
         ({"warmup_ratio": 1.5}, "warmup_ratio must be in [0, 1)"),
         ({"data": {"label_names": ["toxic", "toxic"]}}, "label names must be distinct, but got toxic,toxic"),
         ({"colour": "blue"}, "unknown TrainConfig settings ['colour']"),
+        ({"teacher": {"ensemble": 0}}, "teacher ensemble (--teacher-ensemble) must be at least 1, but got 0"),
+        ({"teacher": {"kind": "half"}}, "teacher kind must be one of"),
+        ({"loss": {"w_attn": -0.1}}, "loss weights must be >= 0"),
     ],
 )
 def test_bad_settings_are_config_errors(values, message):

@@ -66,3 +66,22 @@ def test_a_setting_added_to_the_config_keeps_the_cached_teacher(make_config, cac
     monkeypatch.setattr(trainers.prepare, "TrainConfig", WithNewSetting)
     assert prepare_task(config, cache_dir=cache_dir, progress=False).teacher_checkpoint == teacher_dir
     assert len(list((cache_dir / "teachers").glob("*/metrics.json"))) == 1
+
+
+def test_a_teacher_set_as_before_keeps_its_cache_key():
+    from types import SimpleNamespace
+
+    from trainers.cache import fingerprint
+    from trainers.config import TeacherConfig
+    from trainers.prepare import teacher_key
+
+    task = SimpleNamespace(splits=SimpleNamespace(fingerprint=lambda: "data-fp"))
+    # The fingerprints of these configs before the teacher gained warm-up, weight decay, dropout,
+    # kind, LoRA and ensemble settings: their cached teachers must still be found.
+    old = TeacherConfig(name="x", epochs=4, lr=3e-4, batch_size=16, seed=2)
+    assert fingerprint(teacher_key(TrainConfig(method="odd"), task)) == "4c5a4331ad9f069d"
+    assert fingerprint(teacher_key(TrainConfig(method="even", teacher=old), task)) == "41f5a8c197caacaf"
+    ensemble = dataclasses.replace(old, ensemble=3)
+    assert fingerprint(teacher_key(TrainConfig(method="even", teacher=ensemble), task)) == "41f5a8c197caacaf"
+    lora = dataclasses.replace(old, kind="lora")
+    assert fingerprint(teacher_key(TrainConfig(method="even", teacher=lora), task)) != "41f5a8c197caacaf"

@@ -216,7 +216,11 @@ def test_resume_after_sigkill_loses_and_repeats_no_trial(trained_checkpoint, toy
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--method", "teacher", "--trials", "2"], "invalid choice: 'teacher'"),
+        (
+            ["--method", "odd", "--trials", "2", "--teacher-ensemble", "0"],
+            "teacher ensemble (--teacher-ensemble) must be at least 1, but got 0",
+        ),
+        (["--method", "odd", "--trials", "2", "--teacher-from", "nope"], "--teacher-from nope: "),
         (["--method", "lora", "--trials", "0"], "trials (--trials) must be at least 1, but got 0"),
         (["--method", "lora", "--trials", "2", "--preset", "nope"], "unknown preset 'nope'"),
         (["--method", "lora", "--trials", "2", "--storage", "mysql+nodriver://x"], "cannot open storage"),
@@ -512,3 +516,60 @@ def test_help_and_argument_errors_load_no_torch(tmp_path, module, args):
     assert result.returncode == (0 if args == ["--help"] else 2)
     imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line}
     assert imported and not imported & {"torch", "transformers", "wandb"}
+
+
+def test_intermediate_losses_a_searched_teacher_and_an_ensemble_run_export_and_retrain(
+    trained_checkpoint, toy_data, tmp_path, capsys
+):
+    from search.export import main as export_main
+    from search.train import main as train_main
+
+    args = _args(trained_checkpoint, toy_data, tmp_path, "--epochs", "1")
+    assert main(["--method", "odd", "--trials", "1", "--w-hidden", "0.2", "--w-attn", "0.2", *args]) == 0
+    trial = _load(tmp_path, "odd-custom").trials[0]
+    assert trial.state == TrialState.COMPLETE
+    assert trial.user_attrs["config"]["loss"]["w_attn"] == 0.2
+    assert list((tmp_path / "cache" / "teachers").glob("*/train_cls_states.safetensors"))
+
+    assert main(["--method", "teacher", "--trials", "2", "--study", "teach", *args]) == 0
+    teach = _load(tmp_path, "teach")
+    assert {"lr", "warmup_ratio", "teacher.kind"} <= set(teach.trials[0].params)
+
+    # A teacher study that cannot give what is asked of it is refused before anything is created.
+    for bad, message in (
+        (["--teacher-from", "teach", "--teacher-ensemble", "3"], "holds 2 finished teacher trial"),
+        (["--teacher-from", "odd-custom"], "a odd study, not a single-objective teacher"),
+    ):
+        with pytest.raises(ToxituneError, match=message):
+            main(["--method", "odd", "--trials", "1", "--study", "refused", *bad, *args])
+    assert "refused" not in optuna.get_all_study_names(f"sqlite:///{tmp_path}/study.db")
+
+    capsys.readouterr()
+    ensemble = ["--teacher-from", "teach", "--teacher-ensemble", "2"]
+    assert main(["--method", "odd", "--trials", "1", "--study", "ens", *ensemble, *args]) == 0
+    assert "ensemble of 2 teachers: validation macro_f1" in capsys.readouterr().out
+    config = _load(tmp_path, "ens").trials[0].user_attrs["config"]
+    best = sorted(teach.get_trials(states=(TrialState.COMPLETE,)), key=lambda t: -t.value)
+    assert (
+        config["teacher"]["lr"] == best[0].params["lr"]
+        and config["ensemble"][0]["lr"] == best[1].params["lr"]
+    )
+    assert config["teacher"]["ensemble"] == 2
+
+    export = tmp_path / "ens.yaml"
+    assert (
+        export_main(["--study", "ens", "--storage", f"sqlite:///{tmp_path}/study.db", "--out", str(export)])
+        == 0
+    )
+    exported = yaml.safe_load(export.read_text())["candidates"][0]["config"]
+    assert exported["teacher"] == config["teacher"] and exported["ensemble"] == config["ensemble"]
+    out = tmp_path / "retrained"
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    assert (
+        train_main(["--config", str(export), "--seeds", "1", "--out", str(out), "--no-progress", *cache]) == 0
+    )
+    teacher = yaml.safe_load((out / "metrics.json").read_text())["candidates"][0]["teacher"]
+    assert len(teacher["members"]) == 2 and {"validation", "test"} <= set(teacher)
+    assert len(list((tmp_path / "cache" / "ensembles").iterdir())) == 1, (
+        "the retrain read the cached ensemble"
+    )

@@ -54,3 +54,18 @@ def test_readable_params_show_the_loss_weights_in_place_of_the_draws():
 def test_readable_params_leave_a_trial_without_draws_alone():
     params = {"lr": 1e-4, "lora.rank": 8}
     assert readable_params(params, {"worker": "w1"}) == params
+
+
+def test_a_preset_simplex_draws_the_intermediate_weights_too_and_keeps_the_old_repr():
+    from studies.spaces import distribution_from_toml
+
+    simplex = distribution_from_toml(
+        LOSS_WEIGHTS, {"simplex": ["w_cls", "w_div", "w_cos", "w_hidden", "w_attn"], "min_cls": 0.1}
+    )
+    for weights in _draws(simplex, 20):
+        assert set(weights) == {"w_cls", "w_div", "w_cos", "w_hidden", "w_attn"}
+        assert sum(weights.values()) == pytest.approx(1.0) and weights["w_cls"] >= 0.1
+    # Stored studies pin their space's repr: the default simplex's must not change.
+    assert repr(Simplex(min_cls=0.1)) == "Simplex(min_cls=0.1)"
+    with pytest.raises(ConfigError, match="w_cls among them"):
+        Simplex(names=("w_div", "w_hidden"))

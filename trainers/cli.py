@@ -177,6 +177,8 @@ def _config_fields(cls: type, prefix: str = "", path: str = ""):
     hints = get_type_hints(cls)
     for field in dataclasses.fields(cls):
         hint = hints[field.name]
+        if not field.metadata.get("cli", True):
+            continue
         if dataclasses.is_dataclass(hint):
             yield from _config_fields(hint, prefix + field.metadata.get("prefix", ""), f"{path}{field.name}.")
             continue

@@ -32,6 +32,8 @@ GRAPHS_ENV = "TOXITUNE_CUDA_GRAPHS"
 DEFAULT_DATASET = "nicholasKluge/toxic-text"
 DEFAULT_TEACHER = "bert-base-uncased"
 DEFAULT_LR = {"teacher": 1e-4, "odd": 1e-4, "even": 1e-4, "distil": 1e-4, "lora": 5e-4}
+TeacherKind = Literal["full", "lora"]
+TEACHER_KINDS: tuple[str, ...] = get_args(TeacherKind)
 
 
 def maximizes(metric: str) -> bool:
@@ -81,6 +83,25 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class LoraSettings:
+    """peft LoRA adapters on the full-depth model."""
+
+    rank: int = field(default=8, metadata=described("LoRA rank r"))
+    alpha: float = field(default=32.0, metadata=described("LoRA scaling alpha"))
+    dropout: float = field(default=0.1, metadata=described("dropout on the LoRA input"))
+    target_modules: tuple[str, ...] = field(
+        default=("query", "key", "value"),
+        metadata=described("comma-separated module names that get adapters, e.g. query,value,dense"),
+    )
+
+    def __post_init__(self) -> None:
+        require(self.rank > 0, f"lora rank must be positive, but got {self.rank}")
+        require(self.alpha > 0, f"lora alpha must be positive, but got {self.alpha}")
+        require(0 <= self.dropout < 1, f"lora dropout must be in [0, 1), but got {self.dropout}")
+        require(len(self.target_modules) > 0, "lora target modules must name at least one module")
+
+
+@dataclass(frozen=True)
 class TeacherConfig:
     """The pretrained checkpoint and how it is fine-tuned before distillation.
 
@@ -98,20 +119,69 @@ class TeacherConfig:
     lr: float = field(default=1e-4, metadata=described("fine-tuning learning rate"))
     batch_size: int = field(default=32, metadata=described("fine-tuning batch size"))
     seed: int = field(default=0, metadata=described("seed of the head initialisation and fine-tuning"))
+    warmup_ratio: float = field(
+        default=0.1, metadata=described("share of the fine-tuning steps spent warming up the lr")
+    )
+    weight_decay: float = field(default=0.01, metadata=described("fine-tuning AdamW weight decay"))
+    hidden_dropout: float | None = field(
+        default=None, metadata=described("override the checkpoint's hidden dropout while fine-tuning")
+    )
+    kind: TeacherKind = field(
+        default="full",
+        metadata=described(
+            "full: fine-tune every weight; lora: train --teacher-lora-* adapters, then merge them"
+        ),
+    )
+    lora: LoraSettings = field(default_factory=LoraSettings, metadata={"prefix": "lora-"})
+    ensemble: int = field(
+        default=1,
+        metadata=described(
+            "teachers whose mean signal is distilled: this one and K-1 more, its next seeds or, with "
+            "--teacher-from, the study's next best trials; the student is copied from the first"
+        ),
+    )
 
     def __post_init__(self) -> None:
         require(self.epochs >= 0, f"teacher epochs must be >= 0, but got {self.epochs}")
         require(self.lr > 0, f"teacher lr must be positive, but got {self.lr}")
         require(self.batch_size > 0, f"teacher batch size must be positive, but got {self.batch_size}")
+        require(
+            0 <= self.warmup_ratio < 1, f"teacher warmup_ratio must be in [0, 1), but got {self.warmup_ratio}"
+        )
+        require(self.weight_decay >= 0, f"teacher weight_decay must be >= 0, but got {self.weight_decay}")
+        require(
+            self.hidden_dropout is None or 0 <= self.hidden_dropout < 1,
+            f"teacher hidden_dropout must be in [0, 1), but got {self.hidden_dropout}",
+        )
+        require(
+            self.kind in TEACHER_KINDS, f"teacher kind must be one of {TEACHER_KINDS}, but got {self.kind!r}"
+        )
+        require(
+            self.ensemble >= 1,
+            f"teacher ensemble (--teacher-ensemble) must be at least 1, but got {self.ensemble}",
+        )
 
 
 @dataclass(frozen=True)
 class LossConfig:
-    """Weights of the distillation loss ``w_cls·CE + w_div(epoch)·T²·KL + w_cos·cosine``."""
+    """Weights of the distillation loss ``w_cls·CE + w_div(epoch)·T²·KL + w_cos·cosine + w_hidden·hidden + w_attn·attn``.
+
+    ``hidden`` and ``attn`` compare each student layer with the teacher layer it was copied from
+    (:func:`trainers.losses.hidden_state_loss`, :func:`trainers.losses.attention_loss`); at weight 0
+    they are not computed at all.
+    """
 
     w_cls: float = field(default=1 / 3, metadata=described("weight of cross-entropy on the labels"))
     w_div: float = field(default=1 / 3, metadata=described("weight of KL divergence to the teacher"))
     w_cos: float = field(default=1 / 3, metadata=described("weight of the cosine loss on the logits"))
+    w_hidden: float = field(
+        default=0.0,
+        metadata=described("weight of the distance between normalised [CLS] states of mapped layers (PKD)"),
+    )
+    w_attn: float = field(
+        default=0.0,
+        metadata=described("weight of the KL between mapped layers' attention distributions (MiniLM)"),
+    )
     temperature: float = field(default=2.0, metadata=described("softmax temperature T of the KL term"))
     div_warmup_epochs: float = field(
         default=0.0,
@@ -119,7 +189,7 @@ class LossConfig:
     )
 
     def __post_init__(self) -> None:
-        weights = (self.w_cls, self.w_div, self.w_cos)
+        weights = (self.w_cls, self.w_div, self.w_cos, self.w_hidden, self.w_attn)
         require(min(weights) >= 0, f"loss weights must be >= 0, but got {weights}")
         require(sum(weights) > 0, f"at least one loss weight must be positive, but got {weights}")
         require(self.temperature > 0, f"temperature must be positive, but got {self.temperature}")
@@ -127,25 +197,6 @@ class LossConfig:
             self.div_warmup_epochs >= 0,
             f"div_warmup_epochs must be >= 0, but got {self.div_warmup_epochs}",
         )
-
-
-@dataclass(frozen=True)
-class LoraSettings:
-    """peft LoRA adapters on the full-depth model."""
-
-    rank: int = field(default=8, metadata=described("LoRA rank r"))
-    alpha: float = field(default=32.0, metadata=described("LoRA scaling alpha"))
-    dropout: float = field(default=0.1, metadata=described("dropout on the LoRA input"))
-    target_modules: tuple[str, ...] = field(
-        default=("query", "key", "value"),
-        metadata=described("comma-separated module names that get adapters, e.g. query,value,dense"),
-    )
-
-    def __post_init__(self) -> None:
-        require(self.rank > 0, f"lora rank must be positive, but got {self.rank}")
-        require(self.alpha > 0, f"lora alpha must be positive, but got {self.alpha}")
-        require(0 <= self.dropout < 1, f"lora dropout must be in [0, 1), but got {self.dropout}")
-        require(len(self.target_modules) > 0, "lora target modules must name at least one module")
 
 
 @dataclass(frozen=True)
@@ -200,6 +251,13 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     lora: LoraSettings = field(default_factory=LoraSettings, metadata={"prefix": "lora-"})
     student: StudentConfig = field(default_factory=StudentConfig, metadata={"prefix": "student-"})
+    # Not a flag: search.run --teacher-from fills it from a teacher study's next best trials.
+    ensemble: tuple[TeacherConfig, ...] = field(
+        default=(),
+        metadata=described(
+            "the ensemble's teachers after the first, when they differ by more than their seed", cli=False
+        ),
+    )
     epochs: int = field(default=3, metadata=described("training epochs"))
     lr: float | None = field(
         default=None,
@@ -265,6 +323,26 @@ class TrainConfig:
             self.collapse_min_steps >= 0,
             f"collapse_min_steps must be >= 0, but got {self.collapse_min_steps}",
         )
+        require(
+            not self.ensemble or len(self.ensemble) == self.teacher.ensemble - 1,
+            f"an ensemble of {self.teacher.ensemble} teachers lists {len(self.ensemble) + 1}",
+        )
+
+    @property
+    def teachers(self) -> tuple[TeacherConfig, ...]:
+        """Every teacher distilled from, the first (the student's source) first.
+
+        Listed members (``ensemble``) or, without them, the teacher at seeds ``seed, seed+1, ...``.
+        """
+        first = dataclasses.replace(self.teacher, ensemble=1)
+        if self.ensemble:
+            return (first, *self.ensemble)
+        return tuple(dataclasses.replace(first, seed=first.seed + i) for i in range(self.teacher.ensemble))
+
+    @property
+    def lora_teacher(self) -> bool:
+        """Whether this run fine-tunes a teacher through LoRA adapters (merged when it is saved)."""
+        return self.method == "teacher" and self.teacher.kind == "lora"
 
     @property
     def distills(self) -> bool:
@@ -278,16 +356,20 @@ class TrainConfig:
     def applicable_dict(self) -> dict[str, Any]:
         """:meth:`to_dict` without the settings ``method`` never reads, for logs and exports.
 
-        ``loss`` and the teacher's fine-tuning settings apply to distillation only, ``lora`` to LoRA
-        only, ``student`` to ``distil`` only; ``teacher.name`` always applies (the checkpoint every method starts from).
+        ``loss``, ``ensemble`` and the teacher's fine-tuning settings apply to distillation only, ``lora``
+        to LoRA and a LoRA teacher only, ``student`` to ``distil`` only; ``teacher.name`` always applies
+        (the checkpoint every method starts from), and ``teacher.kind`` to a teacher run.
         :meth:`from_dict` fills the left-out settings with their defaults, so it rebuilds a config
         that trains the same, and an equal one when those settings were at their defaults.
         """
         values = self.to_dict()
         if not self.distills:
             del values["loss"]
+            del values["ensemble"]
             values["teacher"] = {"name": self.teacher.name}
-        if self.method != "lora":
+            if self.method == "teacher":
+                values["teacher"]["kind"] = self.teacher.kind
+        if self.method != "lora" and not self.lora_teacher:
             del values["lora"]
         if self.method != "distil":
             del values["student"]

@@ -28,6 +28,7 @@ from trainers.device import cuda_graphs, make_accelerator
 from trainers.errors import ConfigError
 from trainers.evaluate import Metrics, evaluate
 from trainers.graphs import GRAPH_WIDTH_MULTIPLE, GraphedLogits, eager_logits
+from trainers.intermediate import IntermediateTargets, attention_implementation, uses_intermediate
 from trainers.losses import LossParts, classification_loss, distillation_loss
 from trainers.models import (
     apply_lora,
@@ -65,6 +66,9 @@ class EvalRecord:
     train_div: float
     train_cos: float
     validation: Metrics
+    # After validation, with defaults: checkpoints written before these parts existed still load.
+    train_hidden: float = 0.0
+    train_attn: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -162,10 +166,15 @@ def build_model(config: TrainConfig, task: Task) -> nn.Module:
     """The model that ``config.method`` trains, before training."""
     dropout = {"hidden_dropout": config.hidden_dropout, "attention_dropout": config.attention_dropout}
     if config.distills:
-        teacher = load_classifier(task.teacher_checkpoint, task.label_names, **dropout)
+        teacher = load_classifier(
+            task.teacher_checkpoint,
+            task.label_names,
+            attn_implementation=attention_implementation(config),
+            **dropout,
+        )
         return build_student(teacher, config_layers(config, teacher.config.num_hidden_layers))
     model = load_classifier(task.base_checkpoint, task.label_names, **dropout)
-    return apply_lora(model, config.lora) if config.method == "lora" else model
+    return apply_lora(model, config.lora) if config.method == "lora" or config.lora_teacher else model
 
 
 def evaluation_points(steps_per_epoch: int, evals_per_epoch: int) -> frozenset[int]:
@@ -244,7 +253,7 @@ class RunState:
 
 
 class LossMeter:
-    """The four loss parts summed over steps on the device, read only at evaluations.
+    """The loss parts summed over steps on the device, read only at evaluations.
 
     Reading a loss on the host every step would make the CPU wait for the GPU's queue to drain
     before launching the next step.
@@ -252,7 +261,7 @@ class LossMeter:
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
-        self.sums, self.count = torch.zeros(4, device=device), 0
+        self.sums, self.count = torch.zeros(len(LossParts._fields), device=device), 0
 
     def add(self, parts: LossParts) -> None:
         self.sums += torch.stack([part.detach().float() for part in parts])
@@ -261,7 +270,7 @@ class LossMeter:
     def take(self) -> tuple[list[float], int]:
         """The means since the last call and how many steps they cover, then start again."""
         means, count = (self.sums / self.count).tolist(), self.count
-        self.sums, self.count = torch.zeros(4, device=self.device), 0
+        self.sums, self.count = torch.zeros(len(LossParts._fields), device=self.device), 0
         return means, count
 
 
@@ -384,7 +393,9 @@ def evaluate_and_decide(
         )
         return None
     metrics = evaluate(model, val_loader, task.validation.labels, task.label_names)
-    record = EvalRecord(state.step, state.step / steps_per_epoch, *means, validation=metrics)
+    # The intermediate parts come after the metrics, so records written before they existed still load.
+    (total, cls, div, cos), (hidden, attn) = means[:4], means[4:]
+    record = EvalRecord(state.step, state.step / steps_per_epoch, total, cls, div, cos, metrics, hidden, attn)
     state.record(record, stopper, config.metric, model)
     caller_stops = on_eval is not None and bool(on_eval(record))
     state.status, state.reason = decide(
@@ -422,7 +433,8 @@ def train(
         )
     started = time.monotonic()
     set_seed(config.seed)
-    accelerator, graphs = make_accelerator(), cuda_graphs()
+    # The intermediate losses read more than the logits a captured graph returns.
+    accelerator, graphs = make_accelerator(), cuda_graphs() and not uses_intermediate(config)
     model = build_model(config, task)
     train_loader, val_loader = make_train_loader(config, task, graphs=graphs), make_eval_loader(config, task)
     sampler = train_loader.batch_sampler  # its pass count decides the batch order, so checkpoints keep it
@@ -435,6 +447,11 @@ def train(
         model, optimizer, train_loader, val_loader, scheduler
     )
     teacher_logits = task.teacher_logits.to(accelerator.device) if config.distills else None
+    intermediate = (
+        IntermediateTargets(config, task, accelerator.unwrap_model(model), accelerator.device)
+        if uses_intermediate(config)
+        else None
+    )
     logits_of = GraphedLogits(model) if graphs else eager_logits(model)
     eval_points = evaluation_points(steps_per_epoch, config.evals_per_epoch)
     losses = LossMeter(accelerator.device)
@@ -443,10 +460,16 @@ def train(
     model.train()
     while state.step < total_steps and state.reason is None:
         for batch in train_loader:
-            logits = logits_of(batch["input_ids"], batch["attention_mask"])
+            if intermediate is None:
+                logits, hidden, attn = logits_of(batch["input_ids"], batch["attention_mask"]), None, None
+            else:
+                logits, hidden, attn = intermediate.forward(model, batch)
             if config.distills:
-                teacher, epoch = teacher_logits[batch["index"]], state.step / steps_per_epoch
-                parts = distillation_loss(logits, teacher, batch["labels"], config.loss, epoch=epoch)
+                # An ensemble's logits are [K, examples, classes]: the batch is taken from each member.
+                teacher, epoch = teacher_logits[..., batch["index"], :], state.step / steps_per_epoch
+                parts = distillation_loss(
+                    logits, teacher, batch["labels"], config.loss, epoch=epoch, hidden=hidden, attn=attn
+                )
             else:
                 parts = classification_loss(logits, batch["labels"])
             accelerator.backward(parts.total)

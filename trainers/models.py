@@ -117,11 +117,13 @@ def load_classifier(
     *,
     hidden_dropout: float | None = None,
     attention_dropout: float | None = None,
+    attn_implementation: str | None = None,
 ) -> PreTrainedModel:
     """A sequence classifier from checkpoint ``name``, safetensors only and no remote code.
 
     A checkpoint without a classification head gets a new one, initialised from torch's current
-    random state; seed it first for a reproducible head.
+    random state; seed it first for a reproducible head. ``attn_implementation="eager"`` makes it
+    return attention probabilities, which the faster default kernels never form.
     """
     overrides = {}
     if hidden_dropout is not None:
@@ -129,6 +131,8 @@ def load_classifier(
         overrides["classifier_dropout"] = hidden_dropout
     if attention_dropout is not None:
         overrides["attention_probs_dropout_prob"] = attention_dropout
+    if attn_implementation is not None:
+        overrides["attn_implementation"] = attn_implementation
     try:
         return AutoModelForSequenceClassification.from_pretrained(
             resolve_checkpoint(name),

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 from accelerate.utils import set_seed
+from safetensors.torch import load_file, save_file
 
 from trainers.cache import fingerprint, load_tensors, locked, save_tensors
-from trainers.config import TrainConfig
+from trainers.config import TeacherConfig, TrainConfig
 from trainers.data import encode_split, load_splits
 from trainers.errors import ConfigError, ToxituneError
-from trainers.evaluate import evaluate_split, split_logits
+from trainers.evaluate import evaluate_split, metrics_from_logits, split_logits
+from trainers.intermediate import teacher_cls_states
 from trainers.loop import Status, train
 from trainers.models import (
     check_checkpoint,
@@ -29,7 +32,11 @@ from trainers.task import Task
 
 
 def prepare_task(config: TrainConfig, *, cache_dir: Path, progress: bool = True) -> Task:
-    """Load and tokenise the data and, for distillation, fine-tune the teacher and cache its logits.
+    """Load and tokenise the data and, for distillation, fine-tune the teacher(s) and cache their logits.
+
+    An ensemble's members are fine-tuned and cached one by one, each as a lone teacher would be; the
+    task holds their stacked logits and the ensemble's own metrics. With ``w_hidden > 0`` the first
+    teacher's [CLS] states of every layer are cached too (``train_cls_states.safetensors``).
 
     Every expensive part is cached under ``cache_dir`` by a fingerprint of what determines it, so
     a second call, from this process or another, reuses it.
@@ -58,17 +65,41 @@ def prepare_task(config: TrainConfig, *, cache_dir: Path, progress: bool = True)
     )
     if not config.distills:
         return task
-    teacher_dir = fine_tune_teacher(config, task, cache_dir=cache_dir, progress=progress)
-    logits_path = teacher_dir / "train_logits.pt"
-    with locked(logits_path):
-        if not logits_path.exists():
-            save_tensors(_teacher_train_logits(teacher_dir, task, config.eval_batch_size), logits_path)
+    folders = [
+        fine_tune_teacher(
+            dataclasses.replace(config, teacher=member, ensemble=()),
+            task,
+            cache_dir=cache_dir,
+            progress=progress,
+        )
+        for member in config.teachers
+    ]
+    logits = [_cached_train_logits(folder, task, config.eval_batch_size) for folder in folders]
+    if len(folders) == 1:
+        teacher_logits, metrics = logits[0], json.loads((folders[0] / "metrics.json").read_text())
+    else:
+        teacher_logits = torch.stack(logits)
+        metrics = _ensemble_metrics(folders, task, cache_dir=cache_dir, batch_size=config.eval_batch_size)
+    hidden = None
+    if config.loss.w_hidden > 0:
+        hidden = _cached_cls_states(folders[0], task, config.eval_batch_size)
     return dataclasses.replace(
         task,
-        teacher_checkpoint=str(teacher_dir),
-        teacher_logits=load_tensors(logits_path),
-        teacher_metrics=json.loads((teacher_dir / "metrics.json").read_text()),
+        teacher_checkpoint=str(folders[0]),
+        teacher_logits=teacher_logits,
+        teacher_metrics=metrics,
+        teacher_hidden=hidden,
     )
+
+
+def describe_teacher(metrics: dict[str, Any], metric: str) -> str:
+    """``teacher: validation macro_f1 0.8123, test 0.8011``; an ensemble's line adds each member's scores."""
+    scores = f"validation {metric} {metrics['validation'][metric]:.4f}, test {metrics['test'][metric]:.4f}"
+    members = metrics.get("members")
+    if not members:
+        return f"teacher: {scores}"
+    each = "; ".join(f"{m['validation'][metric]:.4f}, {m['test'][metric]:.4f}" for m in members)
+    return f"ensemble of {len(members)} teachers: {scores} (each member's validation, test: {each})"
 
 
 def teacher_config(config: TrainConfig) -> TrainConfig:
@@ -79,13 +110,37 @@ def teacher_config(config: TrainConfig) -> TrainConfig:
         method="teacher",
         data=config.data,
         teacher=teacher,
+        lora=teacher.lora,
         epochs=epochs,
         lr=teacher.lr,
         batch_size=teacher.batch_size,
         seed=teacher.seed,
+        warmup_ratio=teacher.warmup_ratio,
+        weight_decay=teacher.weight_decay,
+        hidden_dropout=teacher.hidden_dropout,
         # A teacher is judged by where it ends up, not by a slow start; its best epoch is kept.
         patience=0,
         collapse_warmup_epochs=epochs,
+    )
+
+
+def teacher_of(run: TrainConfig) -> TeacherConfig:
+    """The teacher settings that fine-tune the way ``run``, a teacher or LoRA study's trial, trained.
+
+    What a teacher fine-tune fixes itself (keeping its best epoch, one evaluation an epoch) is not
+    carried over; everything :func:`teacher_config` reads is.
+    """
+    return TeacherConfig(
+        name=run.teacher.name,
+        epochs=run.epochs,
+        lr=run.lr,
+        batch_size=run.batch_size,
+        seed=run.seed,
+        warmup_ratio=run.warmup_ratio,
+        weight_decay=run.weight_decay,
+        hidden_dropout=run.hidden_dropout,
+        kind="lora" if run.method == "lora" else run.teacher.kind,
+        lora=run.lora,
     )
 
 
@@ -97,11 +152,22 @@ TEACHER_TRAINING = (
 )  # fmt: skip
 
 
+# Teacher settings the key leaves out of its "teacher" part: the training part holds the first three,
+# and the ensemble's size is no property of one member. The key of a teacher set as before they were
+# added is so unchanged, and its cached folder still found.
+KEYED_BY_TRAINING = ("warmup_ratio", "weight_decay", "hidden_dropout", "ensemble")
+
+
 def teacher_key(config: TrainConfig, task: Task) -> dict[str, Any]:
     """What decides the teacher that ``config`` distils from on ``task``: the cache key of its folder."""
     settings = teacher_config(config)
+    teacher = dataclasses.asdict(config.teacher)
+    for name in KEYED_BY_TRAINING:
+        del teacher[name]
+    if config.teacher.kind == "full":  # LoRA's settings shape a LoRA teacher only
+        del teacher["kind"], teacher["lora"]
     return {
-        "teacher": dataclasses.asdict(config.teacher),
+        "teacher": teacher,
         "data": task.splits.fingerprint(),
         "max_length": config.data.max_length,
         "training": {name: getattr(settings, name) for name in TEACHER_TRAINING},
@@ -156,6 +222,53 @@ def fine_tune_teacher(config: TrainConfig, task: Task, *, cache_dir: Path, progr
     return folder
 
 
-def _teacher_train_logits(teacher_dir: Path, task: Task, batch_size: int) -> torch.Tensor:
-    model = load_classifier(str(teacher_dir), task.label_names)
-    return split_logits(model, task.train, pad_token_id=task.tokenizer.pad_token_id, batch_size=batch_size)
+def _cached_train_logits(teacher_dir: Path, task: Task, batch_size: int) -> torch.Tensor:
+    path = teacher_dir / "train_logits.pt"
+    with locked(path):
+        if not path.exists():
+            model = load_classifier(str(teacher_dir), task.label_names)
+            pad = task.tokenizer.pad_token_id
+            save_tensors(split_logits(model, task.train, pad_token_id=pad, batch_size=batch_size), path)
+    return load_tensors(path)
+
+
+def _cached_cls_states(teacher_dir: Path, task: Task, batch_size: int) -> torch.Tensor:
+    """The teacher's [CLS] state after every layer for every training example, computed on first use."""
+    path = teacher_dir / "train_cls_states.safetensors"
+    with locked(path):
+        if not path.exists():
+            model = load_classifier(str(teacher_dir), task.label_names)
+            pad = task.tokenizer.pad_token_id
+            states = teacher_cls_states(model, task.train, pad_token_id=pad, batch_size=batch_size)
+            staging = path.with_name(path.name + ".partial")
+            save_file({"cls_states": states.contiguous()}, staging)
+            staging.replace(path)
+    return load_file(path)["cls_states"]
+
+
+def _ensemble_metrics(folders: list[Path], task: Task, *, cache_dir: Path, batch_size: int) -> dict[str, Any]:
+    """The ensemble's validation and test metrics (argmax of its mean probabilities) and each member's.
+
+    Cached by the members' folders, which their keys name.
+    """
+    path = cache_dir / "ensembles" / fingerprint([folder.name for folder in folders]) / "metrics.json"
+    with locked(path):
+        if not path.exists():
+            metrics: dict[str, Any] = {}
+            pad = task.tokenizer.pad_token_id
+            models = [load_classifier(str(folder), task.label_names) for folder in folders]
+            for name in ("validation", "test"):
+                split = getattr(task, name)
+                logits = torch.stack(
+                    [split_logits(m, split, pad_token_id=pad, batch_size=batch_size) for m in models]
+                )
+                # Log mean probabilities: their argmax is the ensemble's vote, their softmax its probabilities.
+                mean = torch.logsumexp(logits.log_softmax(dim=-1), dim=0) - math.log(len(models))
+                metrics[name] = metrics_from_logits(mean, split.labels, task.label_names).to_dict()
+            metrics["members"] = [
+                {"folder": folder.name, **json.loads((folder / "metrics.json").read_text())}
+                for folder in folders
+            ]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(metrics, indent=2))
+    return json.loads(path.read_text())

@@ -17,7 +17,8 @@ from trainers.errors import ConfigError
 
 
 def described(text: str, **extra: Any) -> dict[str, Any]:
-    """Field metadata: ``help`` text, and optionally ``flag`` (its flag's name) or ``prefix`` (a nested class's)."""
+    """Field metadata: ``help`` text, and optionally ``flag`` (its flag's name), ``prefix`` (a nested
+    class's) or ``cli=False`` (no flag: a setting only files and code give)."""
     return {"help": text, **extra}
 
 
@@ -63,7 +64,10 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         if value is None and type(None) in args:
             return None
         return _coerce(next(arg for arg in args if arg is not type(None)), value, where)
-    if origin is tuple:
+    if origin is tuple and dataclasses.is_dataclass(args[0]):
+        if isinstance(value, (list, tuple)):
+            return tuple(_coerce(args[0], item, where) for item in value)
+    elif origin is tuple:
         if isinstance(value, str):
             value = [part.strip() for part in value.split(",") if part.strip()]
         if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):

@@ -21,8 +21,12 @@ class Task:
         base_checkpoint: The pretrained checkpoint that ``teacher`` and ``lora`` runs start from.
         teacher_checkpoint: Folder of the fine-tuned teacher that students are copied from, or
             ``None`` when the task has no teacher.
-        teacher_logits: The teacher's logits for every training example, in split order.
-        teacher_metrics: The teacher's recorded validation and test metrics.
+        teacher_logits: The teacher's logits for every training example, in split order:
+            ``[examples, classes]``, or ``[K, examples, classes]`` for an ensemble of K teachers.
+        teacher_metrics: The teacher's recorded validation and test metrics; an ensemble's are its
+            mean-probability predictions', with each member's under ``members``.
+        teacher_hidden: ``[examples, layers, hidden]``: the (first) teacher's [CLS] state after each
+            encoder layer, loaded only for a run with a hidden-state loss.
     """
 
     splits: Splits
@@ -34,6 +38,7 @@ class Task:
     teacher_checkpoint: str | None = None
     teacher_logits: torch.Tensor | None = None
     teacher_metrics: dict[str, Any] | None = None
+    teacher_hidden: torch.Tensor | None = None
 
     @property
     def label_names(self) -> tuple[str, ...]:

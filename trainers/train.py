@@ -82,12 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     from trainers.cache import default_cache_dir
     from trainers.loop import FAILURES, train
     from trainers.models import save_classifier
-    from trainers.prepare import prepare_task
+    from trainers.prepare import describe_teacher, prepare_task
 
     cache_dir = args.cache_dir or default_cache_dir()
     task = prepare_task(config, cache_dir=cache_dir, progress=not args.no_progress)
     if task.teacher_metrics:
-        print(f"teacher: validation macro-F1 {task.teacher_metrics['validation']['macro_f1']:.4f}")
+        print(describe_teacher(task.teacher_metrics, "macro_f1"))
     checkpoint = args.out / "checkpoint.pt"
     result = train(config, task, progress=not args.no_progress, checkpoint=checkpoint)
     report = run_report(config, task, result)
