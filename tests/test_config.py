@@ -55,7 +55,7 @@ def test_the_applicable_dict_keeps_what_the_method_uses(method, has_loss, has_lo
         ({"colour": "blue"}, "unknown TrainConfig settings ['colour']"),
         ({"teacher": {"ensemble": 0}}, "teacher ensemble (--teacher-ensemble) must be at least 1, but got 0"),
         ({"teacher": {"kind": "half"}}, "teacher kind must be one of"),
-        ({"loss": {"w_attn": -0.1}}, "loss weights must be >= 0"),
+        ({"loss": {"w_attn": -0.1}}, "loss weight w_attn (--w-attn) must be >= 0"),
     ],
 )
 def test_bad_settings_are_config_errors(values, message):

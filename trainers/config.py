@@ -189,8 +189,12 @@ class LossConfig:
     )
 
     def __post_init__(self) -> None:
-        weights = (self.w_cls, self.w_div, self.w_cos, self.w_hidden, self.w_attn)
-        require(min(weights) >= 0, f"loss weights must be >= 0, but got {weights}")
+        names = ("w_cls", "w_div", "w_cos", "w_hidden", "w_attn")
+        weights = tuple(getattr(self, name) for name in names)
+        for name, weight in zip(names, weights, strict=True):
+            require(
+                weight >= 0, f"loss weight {name} (--{name.replace('_', '-')}) must be >= 0, but got {weight}"
+            )
         require(sum(weights) > 0, f"at least one loss weight must be positive, but got {weights}")
         require(self.temperature > 0, f"temperature must be positive, but got {self.temperature}")
         require(
