@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
@@ -109,6 +110,18 @@ def _notice(message: str) -> None:
     print(f"notice: {message}", file=sys.stderr, flush=True)
 
 
+def busy(load: float, *, threads: int, cores: int) -> bool:
+    """Whether a load average leaves fewer idle cores than a latency measurement's ``threads``.
+
+    The load counts the measuring process itself, so an otherwise idle machine reads about one.
+
+    Example:
+        >>> busy(1.0, threads=1, cores=2), busy(2.6, threads=1, cores=2)
+        (False, True)
+    """
+    return load - 1 > cores - threads
+
+
 def shipped_cpu_model(model: nn.Module) -> nn.Module:
     """A CPU, float32 copy of ``model`` as it ships: LoRA adapters merged into the full model."""
     from trainers.models import shipped_model
@@ -151,7 +164,14 @@ def architecture_costs(
         figures = {
             "latency_ms": model_latency_ms(shipped, task.tokenizer, texts, protocol),
             "params": sum(p.numel() for p in shipped.parameters()),
+            # Kept so that a figure taken on a busy machine can be told from the others afterwards.
+            "load": round(os.getloadavg()[0], 2),
         }
+        if busy(figures["load"], threads=protocol.threads, cores=os.cpu_count() or 1):
+            _notice(
+                f"latency of {key} measured with load average {figures['load']} on {os.cpu_count()} cores; "
+                "other work inflates it, and the study keeps this figure for every trial of this shape"
+            )
         # Read again just before writing: another worker may have stored other shapes, or this one, meanwhile.
         cached = {key: figures, **study.user_attrs.get(ARCHITECTURES, {})}
         study.set_user_attr(ARCHITECTURES, cached)

@@ -90,6 +90,7 @@ def test_cached_latency_is_reused_across_trials_of_the_same_shape(make_config, c
     torch.manual_seed(1)
     other_weights = build_student(load_classifier(task.teacher_checkpoint, task.label_names), [3, 4])
     assert architecture_costs(study, other_weights, task, protocol) == first
+    assert first["load"] >= 0  # the load average it was measured under, to tell busy figures apart
     study.set_user_attr(ARCHITECTURES, {first["architecture"]: {"latency_ms": 123.0, "params": 7}})
     assert architecture_costs(study, other_weights, task, protocol)["latency_ms"] == 123.0
 
