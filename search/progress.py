@@ -10,13 +10,17 @@ from tqdm.auto import tqdm
 # The parameters shown on a trial's line, in order; the full set is in storage and W&B.
 KEY_PARAMS = (
     "method",
+    "teacher.kind",
     "student.layer_map",
     "student.depth",
     "lr",
+    "epochs",
     "lora.rank",
     "w_cls",
     "w_div",
     "w_cos",
+    "w_hidden",
+    "w_attn",
     "loss.temperature",
     "loss.div_warmup_epochs",
     "batch_size",
