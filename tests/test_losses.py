@@ -8,7 +8,7 @@ from transformers import BertConfig, BertForSequenceClassification
 
 from trainers.config import LossConfig
 from trainers.errors import ConfigError
-from trainers.intermediate import check_heads, cls_states
+from trainers.intermediate import PROBABILITIES, check_heads, cls_states
 from trainers.losses import (
     attention_loss,
     classification_loss,
@@ -185,6 +185,24 @@ def test_intermediate_losses_vanish_on_copied_layers_and_grow_and_train_once_the
         query = student.bert.encoder.layer[0].attention.self.query.weight.grad
         assert query is not None and query.abs().sum() > 0
     assert all(p.grad is None for p in teacher.parameters()), "the teacher never trains"
+
+
+def test_the_attention_loss_reads_the_probabilities_before_dropout():
+    teacher = _tiny_classifier()
+    teacher.config.hidden_dropout_prob = 0.0  # so that dropout reaches the first layer's attention only
+    for layer in teacher.bert.encoder.layer:
+        layer.attention.self.dropout.p = 0.5
+    for module in teacher.modules():
+        if isinstance(module, torch.nn.Dropout) and module.p != 0.5:
+            module.p = 0.0
+    teacher.config._attn_implementation = PROBABILITIES
+    student = build_student(teacher, "first").train()  # its first layer sees the teacher's first input
+    torch.manual_seed(3)
+    ids = torch.randint(5, 20, (3, 9), generator=torch.Generator().manual_seed(1))
+    ours = student(input_ids=ids, output_attentions=True).attentions[0]
+    with torch.no_grad():
+        theirs = teacher.eval()(input_ids=ids, output_attentions=True).attentions[0]
+    assert attention_loss(ours[None], theirs[None], torch.ones_like(ids)).item() < 1e-6
 
 
 def test_an_attention_loss_between_different_head_counts_is_a_config_error():

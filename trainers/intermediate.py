@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from transformers import PretrainedConfig
+from transformers import AttentionInterface, PretrainedConfig
 
 from trainers.config import TrainConfig
 from trainers.data import EncodedSplit, make_loader
@@ -22,8 +22,34 @@ from trainers.errors import ConfigError
 from trainers.losses import attention_loss, hidden_state_loss
 from trainers.models import config_layers, load_classifier, load_model_config
 
-# BERT's sdpa and flash kernels never form the attention probabilities; only the eager one returns them.
-EAGER = "eager"
+# BERT's sdpa and flash kernels never form the attention probabilities, and its eager one returns them
+# after dropout: zeros and 1/(1-p)-scaled values that are no distribution, whose log the KL would blow up
+# on. The runs with an attention loss use eager attention that returns them before dropout.
+PROBABILITIES = "eager_probabilities"
+
+
+def attention_with_probabilities(
+    module: nn.Module,
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    attention_mask: Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs: Any,
+) -> tuple[Tensor, Tensor]:
+    """BERT's eager attention (``transformers``' ``eager_attention_forward``), returning the attention
+    probabilities as softmax leaves them: dropout still applies to what the values are mixed with."""
+    scaling = query.size(-1) ** -0.5 if scaling is None else scaling
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    probabilities = scores.softmax(dim=-1)
+    dropped = nn.functional.dropout(probabilities, p=dropout, training=module.training)
+    return torch.matmul(dropped, value).transpose(1, 2).contiguous(), probabilities
+
+
+AttentionInterface.register(PROBABILITIES, attention_with_probabilities)
 
 
 def uses_intermediate(config: TrainConfig) -> bool:
@@ -32,8 +58,8 @@ def uses_intermediate(config: TrainConfig) -> bool:
 
 
 def attention_implementation(config: TrainConfig) -> str | None:
-    """``eager`` when the run reads attention probabilities, else ``None`` (the checkpoint's fast default)."""
-    return EAGER if config.distills and config.loss.w_attn > 0 else None
+    """:data:`PROBABILITIES` when the run reads attention probabilities, else ``None`` (the checkpoint's fast default)."""
+    return PROBABILITIES if config.distills and config.loss.w_attn > 0 else None
 
 
 def cls_states(hidden_states: Sequence[Tensor]) -> Tensor:
@@ -93,7 +119,9 @@ class IntermediateTargets:
         self.loss = config.loss
         teacher = None
         if self.loss.w_attn > 0:
-            teacher = load_classifier(task.teacher_checkpoint, task.label_names, attn_implementation=EAGER)
+            teacher = load_classifier(
+                task.teacher_checkpoint, task.label_names, attn_implementation=PROBABILITIES
+            )
             check_heads(student.config, teacher.config)
             teacher = teacher.to(device).eval().requires_grad_(False)
         self.teacher = teacher

@@ -122,8 +122,9 @@ def load_classifier(
     """A sequence classifier from checkpoint ``name``, safetensors only and no remote code.
 
     A checkpoint without a classification head gets a new one, initialised from torch's current
-    random state; seed it first for a reproducible head. ``attn_implementation="eager"`` makes it
-    return attention probabilities, which the faster default kernels never form.
+    random state; seed it first for a reproducible head. ``attn_implementation`` picks an attention
+    kernel; :data:`trainers.intermediate.PROBABILITIES` returns the attention probabilities, which the
+    faster default kernels never form.
     """
     overrides = {}
     if hidden_dropout is not None:
