@@ -525,7 +525,9 @@ def test_intermediate_losses_a_searched_teacher_and_an_ensemble_run_export_and_r
     from search.train import main as train_main
 
     args = _args(trained_checkpoint, toy_data, tmp_path, "--epochs", "1")
-    assert main(["--method", "odd", "--trials", "1", "--w-hidden", "0.2", "--w-attn", "0.2", *args]) == 0
+    # The teacher's learning rate: the tiny student learns its two classes within the one epoch.
+    weights = ["--w-hidden", "0.2", "--w-attn", "0.2", "--lr", "3e-3"]
+    assert main(["--method", "odd", "--trials", "1", *weights, *args]) == 0
     trial = _load(tmp_path, "odd-custom").trials[0]
     assert trial.state == TrialState.COMPLETE
     assert trial.user_attrs["config"]["loss"]["w_attn"] == 0.2
