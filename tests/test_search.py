@@ -531,7 +531,7 @@ def test_intermediate_losses_a_searched_teacher_and_an_ensemble_run_export_and_r
     trial = _load(tmp_path, "odd-custom").trials[0]
     assert trial.state == TrialState.COMPLETE
     assert trial.user_attrs["config"]["loss"]["w_attn"] == 0.2
-    assert list((tmp_path / "cache" / "teachers").glob("*/train_cls_states.safetensors"))
+    assert list((tmp_path / "cache" / "teachers").glob("*/train_cls_states.pt"))
 
     assert main(["--method", "teacher", "--trials", "2", "--study", "teach", *args]) == 0
     teach = _load(tmp_path, "teach")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -21,6 +21,9 @@ from torch.utils.data import DataLoader
 
 from trainers.data import EncodedSplit, make_loader
 from trainers.device import make_accelerator
+
+# What a model gives for one batch of a split, first dimension the batch's examples.
+BatchReader = Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -91,19 +94,34 @@ def _roc_auc(y_true: np.ndarray, probabilities: np.ndarray, classes: np.ndarray)
     return float(roc_auc_score(y_true, probabilities, labels=classes, multi_class="ovr", average="macro"))
 
 
+def batch_logits(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``model``'s logits on ``batch``: what :func:`predict_outputs` reads by default."""
+    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+
 @torch.no_grad()
-def predict_logits(model: nn.Module, loader: DataLoader, size: int) -> torch.Tensor:
-    """Logits for every example of a loader's split, on the CPU, in split order."""
+def predict_outputs(
+    model: nn.Module, loader: DataLoader, size: int, read: BatchReader = batch_logits
+) -> torch.Tensor:
+    """What ``read`` takes from ``model`` on each batch, for every example of a loader's split.
+
+    The model runs in evaluation mode (no dropout); the outputs are float32, on the CPU, in split order.
+    """
     was_training = model.training
     model.eval()
-    logits = None
+    outputs = None
     for batch in loader:
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
-        if logits is None:
-            logits = torch.empty((size, out.shape[-1]))
-        logits[batch["index"].cpu()] = out.cpu()
+        out = read(model, batch).float()
+        if outputs is None:
+            outputs = torch.empty((size, *out.shape[1:]))
+        outputs[batch["index"].cpu()] = out.cpu()
     model.train(was_training)
-    return logits
+    return outputs
+
+
+def predict_logits(model: nn.Module, loader: DataLoader, size: int) -> torch.Tensor:
+    """Logits for every example of a loader's split, on the CPU, in split order."""
+    return predict_outputs(model, loader, size)
 
 
 def evaluate(
@@ -113,16 +131,28 @@ def evaluate(
     return metrics_from_logits(predict_logits(model, loader, len(labels)), labels, label_names)
 
 
-def split_logits(
-    model: nn.Module, split: EncodedSplit, *, pad_token_id: int, batch_size: int
+def split_outputs(
+    model: nn.Module,
+    split: EncodedSplit,
+    *,
+    pad_token_id: int,
+    batch_size: int,
+    read: BatchReader = batch_logits,
 ) -> torch.Tensor:
-    """Logits of ``model`` for every example of ``split``, on whatever device is available."""
+    """:func:`predict_outputs` of ``model`` for every example of ``split``, on whatever device is available."""
     accelerator = make_accelerator()
     model = accelerator.prepare(model)
     loader = accelerator.prepare(
         make_loader(split, batch_size=batch_size, pad_token_id=pad_token_id, shuffle=False)
     )
-    return predict_logits(model, loader, len(split))
+    return predict_outputs(model, loader, len(split), read)
+
+
+def split_logits(
+    model: nn.Module, split: EncodedSplit, *, pad_token_id: int, batch_size: int
+) -> torch.Tensor:
+    """Logits of ``model`` for every example of ``split``, on whatever device is available."""
+    return split_outputs(model, split, pad_token_id=pad_token_id, batch_size=batch_size)
 
 
 def evaluate_split(

@@ -2,7 +2,7 @@
 
 Each student layer is compared with the teacher layer it was copied from. The teacher's [CLS] states
 are small (examples × layers × hidden floats) and are cached once per teacher
-(:func:`teacher_cls_states`); its attention maps (tokens² × heads × layers per example) are not, so a
+(:func:`batch_cls_states`); its attention maps (tokens² × heads × layers per example) are not, so a
 run with ``w_attn > 0`` keeps the teacher in memory and runs it on every batch.
 """
 
@@ -16,8 +16,6 @@ from torch import Tensor, nn
 from transformers import AttentionInterface, PretrainedConfig
 
 from trainers.config import TrainConfig
-from trainers.data import EncodedSplit, make_loader
-from trainers.device import make_accelerator
 from trainers.errors import ConfigError
 from trainers.losses import attention_loss, hidden_state_loss
 from trainers.models import config_layers, load_classifier, load_model_config
@@ -80,29 +78,16 @@ def check_heads(student: PretrainedConfig, teacher: PretrainedConfig) -> None:
         )
 
 
-@torch.no_grad()
-def teacher_cls_states(
-    model: nn.Module, split: EncodedSplit, *, pad_token_id: int, batch_size: int
-) -> Tensor:
-    """``[examples, layers, hidden]``: ``model``'s [CLS] state after every encoder layer, in split order.
+def batch_cls_states(model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+    """``[batch, layers, hidden]``: ``model``'s [CLS] state after every encoder layer on ``batch``.
 
-    The model runs in evaluation mode (no dropout), so the states are deterministic and can be cached.
+    Read through :func:`trainers.evaluate.split_outputs`, in evaluation mode (no dropout), so a teacher's
+    states are deterministic and can be cached.
     """
-    accelerator = make_accelerator()
-    model = accelerator.prepare(model).eval()
-    loader = accelerator.prepare(
-        make_loader(split, batch_size=batch_size, pad_token_id=pad_token_id, shuffle=False)
+    out = model(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True
     )
-    states = None
-    for batch in loader:
-        out = model(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True
-        )
-        cls = cls_states(out.hidden_states).transpose(0, 1).float().cpu()
-        if states is None:
-            states = torch.empty((len(split), *cls.shape[1:]))
-        states[batch["index"].cpu()] = cls
-    return states
+    return cls_states(out.hidden_states).transpose(0, 1)
 
 
 class IntermediateTargets:

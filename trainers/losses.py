@@ -34,6 +34,11 @@ def divergence_weight(epoch: float, w_div: float, warmup_epochs: float) -> float
     return w_div * min(1.0, epoch / warmup_epochs)
 
 
+def mean_log_probabilities(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """``log mean_k softmax(logits[k] / T)``: an ensemble's probabilities, from its members' ``[K, ..., classes]`` logits."""
+    return torch.logsumexp(F.log_softmax(logits / temperature, dim=-1), dim=0) - math.log(logits.shape[0])
+
+
 def kl_to_teacher(
     student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
 ) -> torch.Tensor:
@@ -44,9 +49,10 @@ def kl_to_teacher(
     its members' ``softmax(z/T)``, which depends on ``T`` and so is taken here, not cached.
     """
     student = F.log_softmax(student_logits / temperature, dim=-1)
-    teacher = F.log_softmax(teacher_logits / temperature, dim=-1)
-    if teacher.ndim == 3:
-        teacher = torch.logsumexp(teacher, dim=0) - math.log(teacher.shape[0])
+    if teacher_logits.ndim == 3:
+        teacher = mean_log_probabilities(teacher_logits, temperature)
+    else:
+        teacher = F.log_softmax(teacher_logits / temperature, dim=-1)
     return temperature**2 * F.kl_div(student, teacher, log_target=True, reduction="batchmean")
 
 

@@ -4,22 +4,28 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 from accelerate.utils import set_seed
-from safetensors.torch import load_file, save_file
 
 from trainers.cache import fingerprint, load_tensors, locked, save_tensors
 from trainers.config import TeacherConfig, TrainConfig
 from trainers.data import encode_split, load_splits
 from trainers.errors import ConfigError, ToxituneError
-from trainers.evaluate import evaluate_split, metrics_from_logits, split_logits
-from trainers.intermediate import teacher_cls_states
+from trainers.evaluate import (
+    BatchReader,
+    batch_logits,
+    evaluate_split,
+    metrics_from_logits,
+    split_logits,
+    split_outputs,
+)
+from trainers.intermediate import batch_cls_states
 from trainers.loop import Status, train
+from trainers.losses import mean_log_probabilities
 from trainers.models import (
     check_checkpoint,
     load_classifier,
@@ -30,13 +36,17 @@ from trainers.models import (
 )
 from trainers.task import Task
 
+# A teacher's per-example outputs on the training split, cached in its folder beside its weights.
+TRAIN_LOGITS = "train_logits.pt"
+TRAIN_CLS_STATES = "train_cls_states.pt"
+
 
 def prepare_task(config: TrainConfig, *, cache_dir: Path, progress: bool = True) -> Task:
     """Load and tokenise the data and, for distillation, fine-tune the teacher(s) and cache their logits.
 
     An ensemble's members are fine-tuned and cached one by one, each as a lone teacher would be; the
     task holds their stacked logits and the ensemble's own metrics. With ``w_hidden > 0`` the first
-    teacher's [CLS] states of every layer are cached too (``train_cls_states.safetensors``).
+    teacher's [CLS] states of every layer are cached too (``train_cls_states.pt``).
 
     Every expensive part is cached under ``cache_dir`` by a fingerprint of what determines it, so
     a second call, from this process or another, reuses it.
@@ -74,7 +84,7 @@ def prepare_task(config: TrainConfig, *, cache_dir: Path, progress: bool = True)
         )
         for member in config.teachers
     ]
-    logits = [_cached_train_logits(folder, task, config.eval_batch_size) for folder in folders]
+    logits = [_cached_train_outputs(folder, TRAIN_LOGITS, task, config.eval_batch_size) for folder in folders]
     if len(folders) == 1:
         teacher_logits, metrics = logits[0], json.loads((folders[0] / "metrics.json").read_text())
     else:
@@ -82,7 +92,9 @@ def prepare_task(config: TrainConfig, *, cache_dir: Path, progress: bool = True)
         metrics = _ensemble_metrics(folders, task, cache_dir=cache_dir, batch_size=config.eval_batch_size)
     hidden = None
     if config.loss.w_hidden > 0:
-        hidden = _cached_cls_states(folders[0], task, config.eval_batch_size)
+        hidden = _cached_train_outputs(
+            folders[0], TRAIN_CLS_STATES, task, config.eval_batch_size, batch_cls_states
+        )
     return dataclasses.replace(
         task,
         teacher_checkpoint=str(folders[0]),
@@ -222,28 +234,19 @@ def fine_tune_teacher(config: TrainConfig, task: Task, *, cache_dir: Path, progr
     return folder
 
 
-def _cached_train_logits(teacher_dir: Path, task: Task, batch_size: int) -> torch.Tensor:
-    path = teacher_dir / "train_logits.pt"
+def _cached_train_outputs(
+    teacher_dir: Path, name: str, task: Task, batch_size: int, read: BatchReader = batch_logits
+) -> torch.Tensor:
+    """What ``read`` takes from the teacher in ``teacher_dir`` on every training example, computed on first use."""
+    path = teacher_dir / name
     with locked(path):
         if not path.exists():
             model = load_classifier(str(teacher_dir), task.label_names)
             pad = task.tokenizer.pad_token_id
-            save_tensors(split_logits(model, task.train, pad_token_id=pad, batch_size=batch_size), path)
+            save_tensors(
+                split_outputs(model, task.train, pad_token_id=pad, batch_size=batch_size, read=read), path
+            )
     return load_tensors(path)
-
-
-def _cached_cls_states(teacher_dir: Path, task: Task, batch_size: int) -> torch.Tensor:
-    """The teacher's [CLS] state after every layer for every training example, computed on first use."""
-    path = teacher_dir / "train_cls_states.safetensors"
-    with locked(path):
-        if not path.exists():
-            model = load_classifier(str(teacher_dir), task.label_names)
-            pad = task.tokenizer.pad_token_id
-            states = teacher_cls_states(model, task.train, pad_token_id=pad, batch_size=batch_size)
-            staging = path.with_name(path.name + ".partial")
-            save_file({"cls_states": states.contiguous()}, staging)
-            staging.replace(path)
-    return load_file(path)["cls_states"]
 
 
 def _ensemble_metrics(folders: list[Path], task: Task, *, cache_dir: Path, batch_size: int) -> dict[str, Any]:
@@ -263,7 +266,7 @@ def _ensemble_metrics(folders: list[Path], task: Task, *, cache_dir: Path, batch
                     [split_logits(m, split, pad_token_id=pad, batch_size=batch_size) for m in models]
                 )
                 # Log mean probabilities: their argmax is the ensemble's vote, their softmax its probabilities.
-                mean = torch.logsumexp(logits.log_softmax(dim=-1), dim=0) - math.log(len(models))
+                mean = mean_log_probabilities(logits)
                 metrics[name] = metrics_from_logits(mean, split.labels, task.label_names).to_dict()
             metrics["members"] = [
                 {"folder": folder.name, **json.loads((folder / "metrics.json").read_text())}
