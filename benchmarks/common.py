@@ -155,6 +155,12 @@ def working_folder(workdir: Path | None) -> Iterator[Path]:
         yield Path(folder)
 
 
+def mean_of(values: list[float | None]) -> float | None:
+    """The mean of the known values (``None`` is a run that produced none), or ``None`` if none is known."""
+    known = [v for v in values if v is not None]
+    return sum(known) / len(known) if known else None
+
+
 def seed_list(text: str) -> list[int]:
     """``--seeds 0,1,2``: distinct comma-separated integers, as an argparse type."""
     try:

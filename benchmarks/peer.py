@@ -58,6 +58,7 @@ from benchmarks.common import (  # noqa: E402
     add_data_arguments,
     base_config,
     machine,
+    mean_of,
     seed_list,
     working_folder,
     write_json,
@@ -615,11 +616,6 @@ def collect(args: argparse.Namespace, arms: list[str], workdir: Path) -> dict[st
 
 SUMMED = ("trials", "complete", "pruned", "one_class", "one_class_complete", "steps", "examples")
 AVERAGED = ("search_seconds", "retrain_seconds", "best_value", "test_macro_f1")
-
-
-def mean_of(values: list[float | None]) -> float | None:
-    known = [v for v in values if v is not None]
-    return sum(known) / len(known) if known else None
 
 
 def summarise(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:

@@ -58,6 +58,7 @@ from benchmarks.common import (  # noqa: E402
     base_config,
     cache_folder,
     machine,
+    mean_of,
     run_study_in_worker,
     seed_list,
     submit_seed_runs,
@@ -201,14 +202,9 @@ def total(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
     return {
         **summed,
         "seconds": round(summed["seconds"], 1),
-        **{key: _mean([r[key] for r in per_seed.values()]) for key in AVERAGED},
+        **{key: mean_of([r[key] for r in per_seed.values()]) for key in AVERAGED},
         "seeds": per_seed,
     }
-
-
-def _mean(values: list[float | None]) -> float | None:
-    known = [v for v in values if v is not None]
-    return sum(known) / len(known) if known else None
 
 
 SUMMED = ("steps", "examples", "seconds", "trials", "pruned", "early_stopped", "failed")
