@@ -310,6 +310,29 @@ def test_ctrl_c_during_a_study_prints_one_line(tiny_checkpoint, toy_data, tmp_pa
     ], err
 
 
+# A non-daemon thread that a Ctrl-C stranded, as when it lands inside Optuna's HeartbeatThread.__enter__.
+_STRANDED_THREAD_MAIN = """
+import threading
+from trainers.cli import run_main
+
+def main(argv):
+    threading.Thread(target=threading.Event().wait).start()
+    raise KeyboardInterrupt
+
+run_main(main)
+"""
+
+
+def test_ctrl_c_exits_even_when_it_strands_a_worker_thread():
+    done = subprocess.run(
+        [sys.executable, "-c", _STRANDED_THREAD_MAIN], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 130
+    assert done.stderr.strip().splitlines() == [
+        "interrupted; finished work is kept, run the same command again to resume"
+    ], done.stderr
+
+
 def test_postgres_storage_shares_one_study_between_two_workers(trained_checkpoint, toy_data, tmp_path):
     url = "postgresql://postgres@127.0.0.1:5432/test"
     try:

@@ -7,11 +7,13 @@ import dataclasses
 import os
 import signal
 import sys
+import threading
+import time
 import types
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, NoReturn, Union, get_args, get_origin, get_type_hints
 
 from tqdm.auto import tqdm
 
@@ -19,6 +21,8 @@ from trainers.config import GRAPHS_ENV, PRECISION_ENV, TrainConfig
 from trainers.errors import DataWarning, ToxituneError
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+STRAY_THREAD_GRACE_SECONDS = 2.0
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -139,8 +143,36 @@ def run_main(main: Callable[[list[str] | None], int]) -> None:
         for bar in list(tqdm._instances):  # a bar left open would carry the message on its line
             bar.close()
         print("interrupted; finished work is kept, run the same command again to resume", file=sys.stderr)
-        code = 130
+        _exit_despite_stray_threads(EXIT_INTERRUPTED)
     sys.exit(code)
+
+
+def _exit_despite_stray_threads(code: int) -> NoReturn:
+    """Exit with ``code`` even when a Ctrl-C stranded a library's worker thread.
+
+    Ctrl-C can land after a library started a non-daemon thread and before the ``with`` that stops it
+    took over: Optuna starts a trial's heartbeat thread in ``HeartbeatThread.__enter__``, so a Ctrl-C
+    there leaves it beating, and Python waits for it at exit forever. Threads that end within a moment
+    are waited for; past that, what was printed is flushed and ``os._exit`` leaves the rest behind.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second Ctrl-C while waiting ends the process at once
+    deadline = time.monotonic() + STRAY_THREAD_GRACE_SECONDS
+    for thread in _foreground_threads():
+        thread.join(max(0.0, deadline - time.monotonic()))
+    if _foreground_threads():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
+def _foreground_threads() -> list[threading.Thread]:
+    """The live threads other than this one that Python would wait for at exit."""
+    return [
+        thread
+        for thread in threading.enumerate()
+        if thread is not threading.current_thread() and not thread.daemon and thread.is_alive()
+    ]
 
 
 _interrupted = False
