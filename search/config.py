@@ -28,6 +28,9 @@ PrunerName = Literal["median", "hyperband", "none"]
 # Trials the median pruner lets finish before it judges any (Optuna's default): its medians need a few
 # full curves, and each of them costs a full trial.
 MEDIAN_STARTUP_TRIALS = 5
+# Trials TPE draws at random before it models the study (Optuna's default). A study of fewer trials than
+# this never leaves random search.
+TPE_STARTUP_TRIALS = 10
 # Metrics read at a threshold: equal for every trial that still predicts one class.
 THRESHOLDED: tuple[MetricName, ...] = ("macro_f1", "accuracy", "weighted_f1")
 
@@ -75,6 +78,12 @@ class StudyConfig:
             "(the trials' training seed is the training settings' own)"
         ),
     )
+    sampler_startup_trials: int = field(
+        default=TPE_STARTUP_TRIALS,
+        metadata=described(
+            "trials TPE draws at random before it models the study; a study of fewer trials stays random"
+        ),
+    )
     pruner: PrunerName = field(default="median", metadata=described("pruner"))
     pruner_warmup_epochs: float = field(
         default=0.0, metadata=described("epochs a trial trains before the pruner may judge it")
@@ -120,6 +129,10 @@ class StudyConfig:
         require(
             self.sampler in get_args(SamplerName),
             f"{name('sampler')} must be one of {get_args(SamplerName)}, but got {self.sampler!r}",
+        )
+        require(
+            self.sampler_startup_trials >= 1,
+            f"{name('sampler_startup_trials')} must be at least 1, but got {self.sampler_startup_trials}",
         )
         require(
             self.pruner in get_args(PrunerName),

@@ -14,7 +14,7 @@ from optuna.distributions import BaseDistribution
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from search.config import SamplerName, StudyConfig
+from search.config import TPE_STARTUP_TRIALS, SamplerName, StudyConfig
 from search.pruners import make_pruner, reports_within
 from search.storage import fail_abandoned_trials, watched
 from studies.spaces import readable_params
@@ -29,16 +29,21 @@ MAX_FAILURES_IN_A_ROW = 3
 POLL_SECONDS = 5.0
 
 
-def make_sampler(name: SamplerName, seed: int) -> optuna.samplers.BaseSampler:
+def make_sampler(
+    name: SamplerName, seed: int, startup_trials: int = TPE_STARTUP_TRIALS
+) -> optuna.samplers.BaseSampler:
     """A sampler seeded with ``seed`` plus the number of the first trial it samples.
 
     A lone worker that resumes a study so draws afresh instead of replaying its first trials, and
     workers that open a study together, which get distinct trial numbers, never share a seed.
+    TPE draws the study's first ``startup_trials`` trials at random (the other samplers ignore it).
     """
-    return FirstTrialSeeded(lambda first_trial: _seeded_sampler(name, seed + first_trial))
+    return FirstTrialSeeded(lambda first_trial: _seeded_sampler(name, seed + first_trial, startup_trials))
 
 
-def _seeded_sampler(name: SamplerName, seed: int) -> optuna.samplers.BaseSampler:
+def _seeded_sampler(
+    name: SamplerName, seed: int, startup_trials: int = TPE_STARTUP_TRIALS
+) -> optuna.samplers.BaseSampler:
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "nsga2":
@@ -46,7 +51,9 @@ def _seeded_sampler(name: SamplerName, seed: int) -> optuna.samplers.BaseSampler
     with warnings.catch_warnings():
         # Experimental in Optuna, but they let TPE model parameters jointly (lr with batch size, loss weights).
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
+        return optuna.samplers.TPESampler(
+            seed=seed, multivariate=True, group=True, n_startup_trials=startup_trials
+        )
 
 
 class FirstTrialSeeded(optuna.samplers.BaseSampler):
@@ -117,7 +124,7 @@ def open_study(
         study_name=config.name,
         storage=storage,
         directions=list(directions),
-        sampler=make_sampler(config.sampler, config.seed),
+        sampler=make_sampler(config.sampler, config.seed, config.sampler_startup_trials),
         pruner=make_pruner(
             config.pruner,
             evaluations=evaluations,

@@ -413,6 +413,16 @@ def test_samplers_are_seeded_from_their_first_trial_so_workers_never_share_draws
     assert _draw(optuna.create_study(direction="maximize"), _seeded_sampler(name, 8)) == second
 
 
+def test_tpe_models_the_study_after_its_startup_trials():
+    def draws(startup_trials):
+        study, sampler = optuna.create_study(direction="maximize"), make_sampler("tpe", 0, startup_trials)
+        return [_draw(study, sampler) for _ in range(4)]
+
+    random_start, modelled = draws(10), draws(2)
+    assert modelled[:2] == random_start[:2]  # the same seeded random draws while TPE starts up
+    assert modelled[2:] != random_start[2:]  # then its model, not the random stream
+
+
 def test_every_trial_is_an_offline_wandb_run_with_its_metrics(tiny_checkpoint, toy_data, tmp_path):
     wandb_dir = tmp_path / "wb"
     args = _args(
