@@ -26,10 +26,13 @@ The data are written once to ``--out``/data as CSV files (the stratified ``--tra
 ``--eval-size`` subsets toxitune's own flags would take, and the whole test split), and both tools read
 those files. Each arm and seed's figures are stored in ``--out``/results; a later run reuses the stored
 figures of arms it is not asked to run (so ``--configs toxitune`` reruns our side only, against the
-stored peer), and ``--resume`` also keeps those of the arms it is asked to run.
+stored peer), and ``--resume`` also keeps those of the arms it is asked to run. ``--preset`` runs
+toxitune with a study preset's settings (the levers a short budget may want) as its own arm,
+``toxitune+NAME``, shown and judged beside the plain one.
 
     python benchmarks/peer.py --out peer-work --json peer.json
     python benchmarks/peer.py --out peer-work --configs toxitune --json peer.json  # our side again
+    python benchmarks/peer.py --out peer-work --configs toxitune --preset FILE.toml --json peer.json
 """
 
 from __future__ import annotations
@@ -67,10 +70,10 @@ from search import api  # noqa: E402
 from search.api import StudyConfig  # noqa: E402
 from search.export import export_study  # noqa: E402
 from search.study import best_trial  # noqa: E402
-from search.tracking import WandbSettings  # noqa: E402
 from search.train import retrain_top_candidates  # noqa: E402
+from studies.presets import load_preset  # noqa: E402
 from studies.spaces import LORA_SPACE, FloatRange  # noqa: E402
-from trainers.cli import ArgumentParser, run_main  # noqa: E402
+from trainers.cli import ArgumentParser, merge, run_main  # noqa: E402
 from trainers.config import DataConfig, TrainConfig  # noqa: E402
 from trainers.data import SPLITS, Splits, load_splits  # noqa: E402
 from trainers.errors import ConfigError, DataError  # noqa: E402
@@ -160,6 +163,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=",".join(ARMS),
         help=f"comma-separated arms to run, from {', '.join(ARMS)} (default: all); the stored figures of "
         "the others in --out are read back",
+    )
+    parser.add_argument(
+        "--preset",
+        help="toxitune's study preset (a name or a .toml file): its [config], [study] and [space] apply "
+        "within the benchmark's budget, and its figures are stored and shown as the arm toxitune+NAME, "
+        "beside the stored plain toxitune arm",
     )
     parser.add_argument(
         "--resume",
@@ -256,18 +265,23 @@ def trial_figures(trials: list[dict[str, Any]], started: datetime, search_second
 
 
 def run_toxitune(
-    seed: int, args: argparse.Namespace, data: Path, splits: Splits, workdir: Path
+    arm: str, seed: int, args: argparse.Namespace, data: Path, splits: Splits, workdir: Path
 ) -> dict[str, Any]:
-    """``search.run --method lora`` with sampler ``seed`` on the written data, then its best retrained on test."""
-    name = f"{TOXITUNE}-seed{seed}"
+    """``search.run --method lora [--preset]`` with sampler ``seed`` on the written data, then its best retrained on test."""
+    name = f"{arm}-seed{seed}"
+    preset = load_preset(args.preset) if args.preset else None
     storage = workdir / f"{name}.db"
     retrained = workdir / "retrained" / name
     # A half-run study would resume and its wall time would be the rest's: start it again.
     storage.unlink(missing_ok=True)
     shutil.rmtree(retrained, ignore_errors=True)
-    study_config = StudyConfig(
-        trials=args.trials, name=name, storage=f"sqlite:///{storage}", seed=seed,
-        wandb=WandbSettings(mode="disabled"),
+    # The budget (trials, epochs, data, teacher) wins over the preset's own settings.
+    study_config = StudyConfig.from_dict(
+        merge(
+            preset.study if preset else {},
+            {"trials": args.trials, "name": name, "storage": f"sqlite:///{storage}", "seed": seed,
+             "wandb": {"mode": "disabled"}},
+        )
     )  # fmt: skip
     # The data are already the subsets: no sizes, so toxitune reads the files whole, as the peer does.
     files = argparse.Namespace(
@@ -278,10 +292,11 @@ def run_toxitune(
         eval_size=None,
         test_size=None,
     )
-    base = base_config("lora", files, epochs=args.epochs)
+    preset_config = preset.config if preset else {}
+    base = base_config("lora", files, **merge(preset_config, {"epochs": args.epochs}))
     cache_dir = workdir / "cache"
     started, clock = datetime.now(), time.perf_counter()
-    study = api.run_study(study_config, base, cache_dir=cache_dir, progress=False)
+    study = api.run_study(study_config, base, preset=preset, cache_dir=cache_dir, progress=False)
     search_seconds = time.perf_counter() - clock
     collapsed_f1 = one_class_f1s(splits.validation.labels)
     trials = []
@@ -584,19 +599,31 @@ def budget(args: argparse.Namespace) -> dict[str, Any]:
 def run_arm(
     arm: str, seed: int, args: argparse.Namespace, data: Path, splits: Splits, workdir: Path
 ) -> dict[str, Any]:
-    if arm == TOXITUNE:
-        return run_toxitune(seed, args, data, splits, workdir)
+    if arm.startswith(TOXITUNE):
+        return run_toxitune(arm, seed, args, data, splits, workdir)
     return run_peer(PEERS[arm], seed, args, splits, workdir)
 
 
+def toxitune_arm(args: argparse.Namespace) -> str:
+    """The name toxitune's arm is stored and shown under: ``toxitune``, or ``toxitune+PRESET``."""
+    return f"{TOXITUNE}+{load_preset(args.preset).name}" if args.preset else TOXITUNE
+
+
 def collect(args: argparse.Namespace, arms: list[str], workdir: Path) -> dict[str, dict[int, dict[str, Any]]]:
-    """Each arm's figures by seed: run the arms asked for, read back the stored ones of the others."""
+    """Each arm's figures by seed: run the arms asked for, read back the stored ones of the others.
+
+    toxitune's arms are the plain one and every preset's stored or asked for, so a preset's run is shown
+    beside the plain one it should beat.
+    """
     stored = workdir / "results"
     stored.mkdir(parents=True, exist_ok=True)
     data = workdir / "data"
     splits = write_data(args, data)
+    ours = toxitune_arm(args)
+    arms = [ours if arm == TOXITUNE else arm for arm in arms]
+    variants = {path.name.rsplit("-seed", 1)[0] for path in stored.glob(f"{TOXITUNE}+*-seed*.json")}
     results: dict[str, dict[int, dict[str, Any]]] = {}
-    for arm in ARMS:
+    for arm in [TOXITUNE, *sorted(variants | {ours} - {TOXITUNE}), *PEERS]:
         for seed in args.sampler_seeds:
             path = stored / f"{arm}-seed{seed}.json"
             saved = json.loads(path.read_text()) if path.exists() else None
@@ -628,13 +655,19 @@ def summarise(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def target(results: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
-    """The issue's target: toxitune reaches the peer's mean best F1 in at most half the peer's mean wall time."""
+def targets(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """:func:`target` for each of toxitune's arms that has one."""
+    goals = {arm: target(results, arm) for arm in results if arm.startswith(TOXITUNE)}
+    return {arm: goal for arm, goal in goals.items() if goal is not None}
+
+
+def target(results: dict[str, dict[str, Any]], arm: str = TOXITUNE) -> dict[str, Any] | None:
+    """The issue's target: toxitune's ``arm`` reaches the peer's mean best F1 in at most half the peer's mean wall time."""
     peer = next((p for p in TARGET_PEERS if p in results), None)
-    if peer is None or TOXITUNE not in results or results[peer]["best_value"] is None:
+    if peer is None or arm not in results or results[peer]["best_value"] is None:
         return None
     goal, peer_seconds = results[peer]["best_value"], results[peer]["search_seconds"]
-    ours = results[TOXITUNE]
+    ours = results[arm]
     reached = {seed: seconds_to_reach(r["curve"], goal) for seed, r in ours["seeds"].items()}
     times = list(reached.values())
     mean_time = None if None in times else sum(times) / len(times)
@@ -649,9 +682,10 @@ def target(results: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
     }
 
 
-def print_table(results: dict[str, dict[str, Any]], goal: dict[str, Any] | None) -> None:
+def print_table(results: dict[str, dict[str, Any]], goals: dict[str, dict[str, Any]]) -> None:
+    width = max(9, *map(len, results))
     print(
-        f"{'arm':<9} {'seed':>4} {'trials':>6} {'pruned':>6} {'1-class':>7} {'steps':>6} {'examples':>8} "
+        f"{'arm':<{width}} {'seed':>4} {'trials':>6} {'pruned':>6} {'1-class':>7} {'steps':>6} {'examples':>8} "
         f"{'search s':>8} {'best val':>8} {'test F1':>8} {'reach s':>7}"
     )
     for arm, result in results.items():
@@ -660,17 +694,18 @@ def print_table(results: dict[str, dict[str, Any]], goal: dict[str, Any] | None)
             if len(result["seeds"]) > 1
             else list(result["seeds"].items())
         )
+        goal = goals.get(arm)
         for seed, r in rows:
-            reached = (
-                goal["toxitune_seconds_to_reach"].get(seed)
-                if goal and arm == TOXITUNE and seed != "mean"
-                else None
-            )
-            if goal and arm == TOXITUNE and seed == "mean":
-                reached = goal["toxitune_mean_seconds_to_reach"]
+            reached = None
+            if goal:
+                reached = (
+                    goal["toxitune_mean_seconds_to_reach"]
+                    if seed == "mean"
+                    else goal["toxitune_seconds_to_reach"].get(seed)
+                )
             one_class = f"{r['one_class']}/{r['one_class_complete']}"
             print(
-                f"{arm:<9} {seed:>4} {r['trials']:>6} {r['pruned']:>6} {one_class:>7} {r['steps']:>6} {r['examples']:>8} "
+                f"{arm:<{width}} {seed:>4} {r['trials']:>6} {r['pruned']:>6} {one_class:>7} {r['steps']:>6} {r['examples']:>8} "
                 f"{_number(r['search_seconds'], 1):>8} {_number(r['best_value']):>8} {_number(r['test_macro_f1']):>8} "
                 f"{_number(reached, 1):>7}"
             )
@@ -679,7 +714,7 @@ def print_table(results: dict[str, dict[str, Any]], goal: dict[str, Any] | None)
         for seed, r in result["seeds"].items():
             points = ", ".join(f"{s:.0f}s {_number(best)}" for s, best in r["curve"])
             print(f"  {arm} seed {seed} best so far: {points}")
-    if goal:
+    for arm, goal in goals.items():
         verdict = "met" if goal["met"] else "not met"
         mean_time, share = goal["toxitune_mean_seconds_to_reach"], goal["share_of_peer_time"]
         reached = (
@@ -688,9 +723,9 @@ def print_table(results: dict[str, dict[str, Any]], goal: dict[str, Any] | None)
             else f"after {mean_time:.1f} s on average, {share:.0%} of the peer's {goal['peer_search_seconds']:.1f} s"
         )
         print(
-            f"target ({verdict}): toxitune reaches the {goal['peer']} peer's mean best validation F1 "
+            f"target ({verdict}): {arm} reaches the {goal['peer']} peer's mean best validation F1 "
             f"{goal['peer_best_value']:.4f} {reached} (target: within 50%), and ends at a mean best of "
-            f"{_number(results[TOXITUNE]['best_value'])} (target: at least the peer's)"
+            f"{_number(results[arm]['best_value'])} (target: at least the peer's)"
         )
 
 
@@ -720,13 +755,13 @@ def main(argv: list[str] | None = None) -> int:
     with working_folder(args.out) as workdir:
         results = {arm: summarise(per_seed) for arm, per_seed in collect(args, arms, workdir).items()}
     info["load_average_end"] = os.getloadavg()[0]
-    goal = target(results)
-    print_table(results, goal)
+    goals = targets(results)
+    print_table(results, goals)
     write_json(
         args.json,
         {
             "arms": results,
-            "target": goal,
+            "targets": goals,
             "differences": list(DIFFERENCES),
             "args": {key: str(value) for key, value in vars(args).items()},
             "machine": info,

@@ -334,7 +334,7 @@ def test_peer_quick_run_compares_toxitune_with_both_peer_configurations(
             assert trial["applied"]["learning_rate"] == pytest.approx(trial["params"]["learning_rate"])
     assert 1e-6 <= figures["arms"]["docs"]["seeds"]["0"]["per_trial"][0]["params"]["learning_rate"] <= 1e-4
     assert 1e-4 <= figures["arms"]["tuned"]["seeds"]["0"]["per_trial"][0]["params"]["learning_rate"] <= 3e-3
-    goal = figures["target"]
+    goal = figures["targets"]["toxitune"]
     assert goal["peer"] == "tuned" and goal["peer_best_value"] == figures["arms"]["tuned"]["best_value"]
     assert figures["differences"] and "load_average" in figures["machine"]
     # The data both tools read are the written files: a toxitune rerun alone reuses the stored peer.
@@ -345,3 +345,16 @@ def test_peer_quick_run_compares_toxitune_with_both_peer_configurations(
     assert "toxitune, sampler seed 0: running" in printed and "tuned, sampler seed 0: running" not in printed
     again = json.loads(out.read_text())
     assert again["arms"]["tuned"] == figures["arms"]["tuned"]
+    # A preset's run is its own arm, shown beside the stored plain one, its settings applied.
+    preset = tmp_path / "levers.toml"
+    preset.write_text("[config]\ncollapse_min_steps = 0\n[study]\nsampler_startup_trials = 1\n")
+    assert peer.main([*argv, "--configs", "toxitune", "--preset", str(preset)]) == 0
+    levers = json.loads(out.read_text())
+    assert set(levers["arms"]) == {"toxitune", "toxitune+levers", "docs", "tuned"}
+    assert levers["arms"]["toxitune"] == again["arms"]["toxitune"]
+    assert set(levers["targets"]) == {"toxitune", "toxitune+levers"}
+    study = optuna.load_study(
+        study_name="toxitune+levers-seed0", storage=f"sqlite:///{workdir}/toxitune+levers-seed0.db"
+    )
+    assert study.user_attrs["study_config"]["sampler_startup_trials"] == 1
+    assert all(t.user_attrs["config"]["collapse_min_steps"] == 0 for t in study.trials)
