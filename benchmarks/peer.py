@@ -746,6 +746,7 @@ def main(argv: list[str] | None = None) -> int:
     arms = args.configs.split(",")
     if unknown := sorted(set(arms) - set(ARMS)):
         raise ConfigError(f"unknown --configs {', '.join(unknown)}; choose from {', '.join(ARMS)}")
+    toxitune_arm(args)  # a bad --preset fails here, before anything is written
     if args.threads:
         torch.set_num_threads(args.threads)
     info = {**machine(), "load_average": os.getloadavg()[0]}
