@@ -166,6 +166,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--preset",
+        type=load_preset,  # read once, and a bad one fails as the flags are parsed, before anything is written
         help="toxitune's study preset (a name or a .toml file): its [config], [study] and [space] apply "
         "within the benchmark's budget, and its figures are stored and shown as the arm toxitune+NAME, "
         "beside the stored plain toxitune arm",
@@ -269,7 +270,7 @@ def run_toxitune(
 ) -> dict[str, Any]:
     """``search.run --method lora [--preset]`` with sampler ``seed`` on the written data, then its best retrained on test."""
     name = f"{arm}-seed{seed}"
-    preset = load_preset(args.preset) if args.preset else None
+    preset = args.preset
     storage = workdir / f"{name}.db"
     retrained = workdir / "retrained" / name
     # A half-run study would resume and its wall time would be the rest's: start it again.
@@ -606,7 +607,7 @@ def run_arm(
 
 def toxitune_arm(args: argparse.Namespace) -> str:
     """The name toxitune's arm is stored and shown under: ``toxitune``, or ``toxitune+PRESET``."""
-    return f"{TOXITUNE}+{load_preset(args.preset).name}" if args.preset else TOXITUNE
+    return f"{TOXITUNE}+{args.preset.name}" if args.preset else TOXITUNE
 
 
 def collect(args: argparse.Namespace, arms: list[str], workdir: Path) -> dict[str, dict[int, dict[str, Any]]]:
@@ -746,7 +747,6 @@ def main(argv: list[str] | None = None) -> int:
     arms = args.configs.split(",")
     if unknown := sorted(set(arms) - set(ARMS)):
         raise ConfigError(f"unknown --configs {', '.join(unknown)}; choose from {', '.join(ARMS)}")
-    toxitune_arm(args)  # a bad --preset fails here, before anything is written
     if args.threads:
         torch.set_num_threads(args.threads)
     info = {**machine(), "load_average": os.getloadavg()[0]}
