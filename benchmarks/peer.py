@@ -28,11 +28,14 @@ those files. Each arm and seed's figures are stored in ``--out``/results; a late
 figures of arms it is not asked to run (so ``--configs toxitune`` reruns our side only, against the
 stored peer), and ``--resume`` also keeps those of the arms it is asked to run. ``--preset`` runs
 toxitune with a study preset's settings (the levers a short budget may want) as its own arm,
-``toxitune+NAME``, shown and judged beside the plain one.
+``toxitune+NAME``, shown and judged beside the plain one. A preset that changes the search space also
+makes a well-configured peer of that space, ``tuned+NAME`` (the peer mirrors toxitune's space, so a
+narrower range is a lever both tools can take); ``toxitune+NAME`` is judged against it once it is stored.
 
     python benchmarks/peer.py --out peer-work --json peer.json
     python benchmarks/peer.py --out peer-work --configs toxitune --json peer.json  # our side again
     python benchmarks/peer.py --out peer-work --configs toxitune --preset FILE.toml --json peer.json
+    python benchmarks/peer.py --out peer-work --configs tuned --preset FILE.toml --json peer.json  # its peer
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -71,8 +74,8 @@ from search.api import StudyConfig  # noqa: E402
 from search.export import export_study  # noqa: E402
 from search.study import best_trial  # noqa: E402
 from search.train import retrain_top_candidates  # noqa: E402
-from studies.presets import load_preset  # noqa: E402
-from studies.spaces import LORA_SPACE, FloatRange  # noqa: E402
+from studies.presets import Preset, load_preset, search_space  # noqa: E402
+from studies.spaces import LORA_SPACE, Distribution, FloatRange  # noqa: E402
 from trainers.cli import ArgumentParser, merge, run_main  # noqa: E402
 from trainers.config import DataConfig, TrainConfig  # noqa: E402
 from trainers.data import SPLITS, Splits, load_splits  # noqa: E402
@@ -88,20 +91,22 @@ DEFAULTS = TrainConfig(method="lora")
 
 @dataclass(frozen=True)
 class PeerConfig:
-    """One configuration of the peer: its learning-rate range and how it batches."""
+    """One configuration of the peer: the space it draws from (toxitune's LoRA paths) and how it batches."""
 
     name: str
-    lr: FloatRange
+    space: Mapping[str, Distribution]
     sampling: str  # TrainingArguments.train_sampling_strategy
 
 
 PEERS = {
     peer.name: peer
     for peer in (
-        PeerConfig("docs", DOCS_LR, "random"),
-        PeerConfig("tuned", LORA_SPACE["lr"], "group_by_length"),
+        PeerConfig("docs", {**LORA_SPACE, "lr": DOCS_LR}, "random"),
+        PeerConfig("tuned", LORA_SPACE, "group_by_length"),
     )
 }
+# The peer a preset's space makes: the well-configured one, drawing from the preset's LoRA space.
+MIRRORED_PEER = "tuned"
 ARMS = (TOXITUNE, *PEERS)
 # The arm whose mean best F1 toxitune must reach (the well-configured peer, else the docs' one).
 TARGET_PEERS = ("tuned", "docs")
@@ -169,7 +174,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=load_preset,  # read once, and a bad one fails as the flags are parsed, before anything is written
         help="toxitune's study preset (a name or a .toml file): its [config], [study] and [space] apply "
         "within the benchmark's budget, and its figures are stored and shown as the arm toxitune+NAME, "
-        "beside the stored plain toxitune arm",
+        "beside the stored plain toxitune arm; a preset with a [space] also makes the peer tuned+NAME, "
+        "which draws from that space",
     )
     parser.add_argument(
         "--resume",
@@ -339,7 +345,7 @@ def run_toxitune(
 # --- (b, c) the peer: transformers.Trainer + peft, as a user without toxitune writes it ----------------
 
 
-def peer_lora(trial: optuna.Trial | None) -> dict[str, Any]:
+def peer_lora(trial: optuna.Trial | None, space: Mapping[str, Distribution]) -> dict[str, Any]:
     """The settings ``model_init`` draws: LoRA's and the checkpoint's dropouts (toxitune's defaults without a trial).
 
     Workaround: ``Trainer.train`` calls ``model_init(trial)`` *before* ``hp_space(trial)`` (transformers
@@ -359,36 +365,37 @@ def peer_lora(trial: optuna.Trial | None) -> dict[str, Any]:
         "lora_target_modules": "lora.target_modules", "hidden_dropout": "hidden_dropout",
         "attention_dropout": "attention_dropout",
     }  # fmt: skip
-    return {name: LORA_SPACE[path].suggest(trial, name) for name, path in drawn.items()}
+    return {name: space[path].suggest(trial, name) for name, path in drawn.items()}
 
 
 def peer_hp_space(peer: PeerConfig) -> Callable[[optuna.Trial], dict[str, Any]]:
     """The ``hp_space`` of ``peer``: TrainingArguments fields only."""
 
     def hp_space(trial: optuna.Trial) -> dict[str, Any]:
+        space = peer.space
         return {
-            "learning_rate": peer.lr.suggest(trial, "learning_rate"),
-            "per_device_train_batch_size": LORA_SPACE["batch_size"].suggest(
-                trial, "per_device_train_batch_size"
-            ),
-            "weight_decay": LORA_SPACE["weight_decay"].suggest(trial, "weight_decay"),
+            "learning_rate": space["lr"].suggest(trial, "learning_rate"),
+            "per_device_train_batch_size": space["batch_size"].suggest(trial, "per_device_train_batch_size"),
+            "weight_decay": space["weight_decay"].suggest(trial, "weight_decay"),
             # Workaround: transformers 5 dropped warmup_ratio; a warmup_steps float below 1 is the ratio.
             # The field must start as a float (see training_arguments): hp search casts each value to the
             # type of the field's current value, and the default int 0 would turn every ratio into 0 steps.
-            "warmup_steps": LORA_SPACE["warmup_ratio"].suggest(trial, "warmup_steps"),
+            "warmup_steps": space["warmup_ratio"].suggest(trial, "warmup_steps"),
         }
 
     return hp_space
 
 
-def peer_model_init(checkpoint: str, num_labels: int) -> Callable[[optuna.Trial | None], Any]:
-    """``model_init`` for the Trainer: the checkpoint, fp32, with LoRA adapters and a trainable head."""
+def peer_model_init(
+    checkpoint: str, num_labels: int, space: Mapping[str, Distribution]
+) -> Callable[[optuna.Trial | None], Any]:
+    """``model_init`` for the Trainer: the checkpoint, fp32, with LoRA adapters (drawn from ``space``) and a trainable head."""
 
     def model_init(trial: optuna.Trial | None):
         from peft import LoraConfig, TaskType, get_peft_model
         from transformers import AutoModelForSequenceClassification
 
-        drawn = peer_lora(trial)
+        drawn = peer_lora(trial, space)
         dropouts = {}
         if drawn["hidden_dropout"] is not None:
             dropouts |= {
@@ -514,7 +521,7 @@ def peer_trainer(peer: PeerConfig, args: argparse.Namespace, splits: Splits, wor
         label_names=["labels"],
     )
     trainer = Trainer(
-        model_init=peer_model_init(checkpoint, splits.num_labels),
+        model_init=peer_model_init(checkpoint, splits.num_labels, peer.space),
         args=training,
         train_dataset=data["train"],
         eval_dataset=data["validation"],
@@ -602,29 +609,58 @@ def run_arm(
 ) -> dict[str, Any]:
     if arm.startswith(TOXITUNE):
         return run_toxitune(arm, seed, args, data, splits, workdir)
-    return run_peer(PEERS[arm], seed, args, splits, workdir)
+    if arm in PEERS:
+        return run_peer(PEERS[arm], seed, args, splits, workdir)
+    return run_peer(mirrored_peer(args.preset), seed, args, splits, workdir)
 
 
-def toxitune_arm(args: argparse.Namespace) -> str:
-    """The name toxitune's arm is stored and shown under: ``toxitune``, or ``toxitune+PRESET``."""
-    return f"{TOXITUNE}+{args.preset.name}" if args.preset else TOXITUNE
+def mirrored_peer(preset: Preset) -> PeerConfig:
+    """The well-configured peer drawing from ``preset``'s LoRA space, stored and shown as ``tuned+PRESET``.
+
+    Raises:
+        ConfigError: The preset's space has an entry the peer cannot draw (it mirrors LoRA's paths only).
+    """
+    if unmirrored := sorted(set(preset.space) - set(LORA_SPACE)):
+        raise ConfigError(
+            f"the peer mirrors LoRA's space only, and preset {preset.name!r} also draws {', '.join(unmirrored)}"
+        )
+    space = search_space("lora", preset)
+    return PeerConfig(f"{MIRRORED_PEER}+{preset.name}", space, PEERS[MIRRORED_PEER].sampling)
+
+
+def arm_names(args: argparse.Namespace) -> dict[str, str]:
+    """What each ``--configs`` arm is stored and shown under, as ``--preset`` makes it.
+
+    ``toxitune`` becomes ``toxitune+PRESET``; ``tuned`` becomes ``tuned+PRESET`` when the preset changes the
+    space (its other settings are toxitune's levers, which the peer has no way to take).
+    """
+    names = {arm: arm for arm in ARMS}
+    if args.preset:
+        names[TOXITUNE] = f"{TOXITUNE}+{args.preset.name}"
+        if args.preset.space:
+            names[MIRRORED_PEER] = f"{MIRRORED_PEER}+{args.preset.name}"
+    return names
 
 
 def collect(args: argparse.Namespace, arms: list[str], workdir: Path) -> dict[str, dict[int, dict[str, Any]]]:
     """Each arm's figures by seed: run the arms asked for, read back the stored ones of the others.
 
-    toxitune's arms are the plain one and every preset's stored or asked for, so a preset's run is shown
-    beside the plain one it should beat.
+    toxitune's and the mirrored peer's arms are the plain one and every preset's stored or asked for, so
+    a preset's run is shown beside the plain one it should beat.
     """
     stored = workdir / "results"
     stored.mkdir(parents=True, exist_ok=True)
     data = workdir / "data"
     splits = write_data(args, data)
-    ours = toxitune_arm(args)
-    arms = [ours if arm == TOXITUNE else arm for arm in arms]
-    variants = {path.name.rsplit("-seed", 1)[0] for path in stored.glob(f"{TOXITUNE}+*-seed*.json")}
+    names = arm_names(args)
+    arms = [names[arm] for arm in arms]
+
+    def variants(base: str) -> list[str]:
+        stored_ones = {path.name.rsplit("-seed", 1)[0] for path in stored.glob(f"{base}+*-seed*.json")}
+        return sorted(stored_ones | {names[base]} - {base})
+
     results: dict[str, dict[int, dict[str, Any]]] = {}
-    for arm in [TOXITUNE, *sorted(variants | {ours} - {TOXITUNE}), *PEERS]:
+    for arm in [TOXITUNE, *variants(TOXITUNE), *PEERS, *variants(MIRRORED_PEER)]:
         for seed in args.sampler_seeds:
             path = stored / f"{arm}-seed{seed}.json"
             saved = json.loads(path.read_text()) if path.exists() else None
@@ -663,8 +699,13 @@ def targets(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def target(results: dict[str, dict[str, Any]], arm: str = TOXITUNE) -> dict[str, Any] | None:
-    """The issue's target: toxitune's ``arm`` reaches the peer's mean best F1 in at most half the peer's mean wall time."""
-    peer = next((p for p in TARGET_PEERS if p in results), None)
+    """The issue's target: toxitune's ``arm`` reaches the peer's mean best F1 in at most half the peer's mean wall time.
+
+    ``toxitune+PRESET`` is judged against ``tuned+PRESET``, the peer of the same space, where it is stored.
+    """
+    preset = arm.partition("+")[2]
+    same_space = (f"{MIRRORED_PEER}+{preset}",) if preset else ()
+    peer = next((p for p in (*same_space, *TARGET_PEERS) if p in results), None)
     if peer is None or arm not in results or results[peer]["best_value"] is None:
         return None
     goal, peer_seconds = results[peer]["best_value"], results[peer]["search_seconds"]
@@ -747,6 +788,8 @@ def main(argv: list[str] | None = None) -> int:
     arms = args.configs.split(",")
     if unknown := sorted(set(arms) - set(ARMS)):
         raise ConfigError(f"unknown --configs {', '.join(unknown)}; choose from {', '.join(ARMS)}")
+    if args.preset and args.preset.space and MIRRORED_PEER in arms:
+        mirrored_peer(args.preset)  # a space the peer cannot draw fails here, before anything is written
     if args.threads:
         torch.set_num_threads(args.threads)
     info = {**machine(), "load_average": os.getloadavg()[0]}

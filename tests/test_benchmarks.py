@@ -11,6 +11,7 @@ import optuna
 import pytest
 
 from search.storage import open_storage
+from trainers.errors import ConfigError
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -345,16 +346,36 @@ def test_peer_quick_run_compares_toxitune_with_both_peer_configurations(
     assert "toxitune, sampler seed 0: running" in printed and "tuned, sampler seed 0: running" not in printed
     again = json.loads(out.read_text())
     assert again["arms"]["tuned"] == figures["arms"]["tuned"]
-    # A preset's run is its own arm, shown beside the stored plain one, its settings applied.
+    # A preset's run is its own arm, shown beside the stored plain one, its settings applied; its space
+    # also makes a peer drawing from it, against which the preset's arm is judged.
     preset = tmp_path / "levers.toml"
-    preset.write_text("[config]\ncollapse_min_steps = 0\n[study]\nsampler_startup_trials = 1\n")
-    assert peer.main([*argv, "--configs", "toxitune", "--preset", str(preset)]) == 0
+    preset.write_text(
+        "[config]\ncollapse_min_steps = 0\n[study]\nsampler_startup_trials = 1\n"
+        "[space.lr]\nlow = 5e-4\nhigh = 6e-4\n"
+    )
+    assert peer.main([*argv, "--configs", "toxitune,tuned", "--preset", str(preset)]) == 0
     levers = json.loads(out.read_text())
-    assert set(levers["arms"]) == {"toxitune", "toxitune+levers", "docs", "tuned"}
+    assert set(levers["arms"]) == {"toxitune", "toxitune+levers", "docs", "tuned", "tuned+levers"}
     assert levers["arms"]["toxitune"] == again["arms"]["toxitune"]
+    assert levers["arms"]["tuned"] == figures["arms"]["tuned"]
+    for name, key in (("toxitune+levers", "lr"), ("tuned+levers", "learning_rate")):
+        assert all(5e-4 <= t["params"][key] <= 6e-4 for t in levers["arms"][name]["seeds"]["0"]["per_trial"])
     assert set(levers["targets"]) == {"toxitune", "toxitune+levers"}
+    assert levers["targets"]["toxitune+levers"]["peer"] == "tuned+levers"
+    assert levers["targets"]["toxitune"]["peer"] == "tuned"
     study = optuna.load_study(
         study_name="toxitune+levers-seed0", storage=f"sqlite:///{workdir}/toxitune+levers-seed0.db"
     )
     assert study.user_attrs["study_config"]["sampler_startup_trials"] == 1
     assert all(t.user_attrs["config"]["collapse_min_steps"] == 0 for t in study.trials)
+
+
+def test_peer_refuses_a_preset_space_its_peer_cannot_draw_before_writing(tmp_path, monkeypatch):
+    preset = tmp_path / "weights.toml"
+    preset.write_text('[space."loss.temperature"]\nlow = 1.0\nhigh = 4.0\n')
+    workdir = tmp_path / "work"
+    peer = _load("peer", monkeypatch)
+    argv = ["--quick", "--out", str(workdir), "--configs", "tuned", "--preset", str(preset)]
+    with pytest.raises(ConfigError, match="mirrors LoRA's space only.*loss.temperature"):
+        peer.main(argv)
+    assert not workdir.exists()
