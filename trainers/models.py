@@ -142,7 +142,7 @@ def load_classifier(
             label2id={label: i for i, label in enumerate(label_names)},
             # Float32 weights whatever the checkpoint was saved in: transformers 5 loads a half-precision
             # one as half, where Adam's updates underflow. Mixed precision is trainers/device.py's job.
-            torch_dtype=torch.float32,
+            dtype=torch.float32,
             use_safetensors=True,
             trust_remote_code=False,
             ignore_mismatched_sizes=True,
@@ -161,7 +161,7 @@ def load_trained_classifier(folder: Path) -> PreTrainedModel:
     """
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
-            folder, torch_dtype=torch.float32, use_safetensors=True, trust_remote_code=False
+            folder, dtype=torch.float32, use_safetensors=True, trust_remote_code=False
         )
     except (OSError, ValueError) as error:
         raise ConfigError(f"cannot load the model in {folder} ({error})".splitlines()[0]) from error
