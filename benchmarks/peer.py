@@ -112,7 +112,8 @@ ARMS = (TOXITUNE, *PEERS)
 TARGET_PEERS = ("tuned", "docs")
 
 DIFFERENCES = (
-    "lr: docs draws 1e-6..1e-4 (log), the Hugging Face guide's range; tuned draws toxitune's 1e-4..3e-3 (log).",
+    "lr: docs draws 1e-6..1e-4 (log), the Hugging Face guide's range; tuned draws toxitune's 1e-4..3e-3 (log), "
+    "and tuned+PRESET the preset's space, as toxitune+PRESET does.",
     "batches: toxitune groups similar lengths in windows of 50 batches; docs shuffles at random; tuned uses "
     "transformers' LengthGroupedSampler (megabatches of 50 batches, longest batch first).",
     "LoRA rank, alpha, dropout, target modules and the hidden/attention dropouts are drawn in model_init, "
