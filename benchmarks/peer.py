@@ -626,7 +626,12 @@ def mirrored_peer(preset: Preset) -> PeerConfig:
             f"the peer mirrors LoRA's space only, and preset {preset.name!r} also draws {', '.join(unmirrored)}"
         )
     space = search_space("lora", preset)
-    return PeerConfig(f"{MIRRORED_PEER}+{preset.name}", space, PEERS[MIRRORED_PEER].sampling)
+    return PeerConfig(preset_arm(MIRRORED_PEER, preset.name), space, PEERS[MIRRORED_PEER].sampling)
+
+
+def preset_arm(base: str, preset_name: str) -> str:
+    """The arm ``base`` (toxitune or the mirrored peer) run with a preset: stored and shown as ``BASE+PRESET``."""
+    return f"{base}+{preset_name}"
 
 
 def arm_names(args: argparse.Namespace) -> dict[str, str]:
@@ -637,9 +642,9 @@ def arm_names(args: argparse.Namespace) -> dict[str, str]:
     """
     names = {arm: arm for arm in ARMS}
     if args.preset:
-        names[TOXITUNE] = f"{TOXITUNE}+{args.preset.name}"
+        names[TOXITUNE] = preset_arm(TOXITUNE, args.preset.name)
         if args.preset.space:
-            names[MIRRORED_PEER] = f"{MIRRORED_PEER}+{args.preset.name}"
+            names[MIRRORED_PEER] = preset_arm(MIRRORED_PEER, args.preset.name)
     return names
 
 
@@ -705,7 +710,7 @@ def target(results: dict[str, dict[str, Any]], arm: str = TOXITUNE) -> dict[str,
     ``toxitune+PRESET`` is judged against ``tuned+PRESET``, the peer of the same space, where it is stored.
     """
     preset = arm.partition("+")[2]
-    same_space = (f"{MIRRORED_PEER}+{preset}",) if preset else ()
+    same_space = (preset_arm(MIRRORED_PEER, preset),) if preset else ()
     peer = next((p for p in (*same_space, *TARGET_PEERS) if p in results), None)
     if peer is None or arm not in results or results[peer]["best_value"] is None:
         return None
