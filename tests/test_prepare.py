@@ -85,3 +85,15 @@ def test_a_teacher_set_as_before_keeps_its_cache_key():
     assert fingerprint(teacher_key(TrainConfig(method="even", teacher=ensemble), task)) == "41f5a8c197caacaf"
     lora = dataclasses.replace(old, kind="lora")
     assert fingerprint(teacher_key(TrainConfig(method="even", teacher=lora), task)) != "41f5a8c197caacaf"
+    dropped = dataclasses.replace(old, attention_dropout=0.2)
+    assert fingerprint(teacher_key(TrainConfig(method="even", teacher=dropped), task)) != "41f5a8c197caacaf"
+
+
+def test_a_lora_trial_as_teacher_keeps_both_dropouts():
+    from trainers.prepare import teacher_config, teacher_of
+
+    trial = TrainConfig(method="lora", lr=2e-3, hidden_dropout=0.05, attention_dropout=0.17)
+    teacher = teacher_of(trial)
+    assert (teacher.kind, teacher.hidden_dropout, teacher.attention_dropout) == ("lora", 0.05, 0.17)
+    fine_tune = teacher_config(TrainConfig(method="odd", teacher=teacher))
+    assert (fine_tune.lr, fine_tune.hidden_dropout, fine_tune.attention_dropout) == (2e-3, 0.05, 0.17)

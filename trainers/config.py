@@ -126,6 +126,9 @@ class TeacherConfig:
     hidden_dropout: float | None = field(
         default=None, metadata=described("override the checkpoint's hidden dropout while fine-tuning")
     )
+    attention_dropout: float | None = field(
+        default=None, metadata=described("override the checkpoint's attention dropout while fine-tuning")
+    )
     kind: TeacherKind = field(
         default="full",
         metadata=described(
@@ -149,10 +152,9 @@ class TeacherConfig:
             0 <= self.warmup_ratio < 1, f"teacher warmup_ratio must be in [0, 1), but got {self.warmup_ratio}"
         )
         require(self.weight_decay >= 0, f"teacher weight_decay must be >= 0, but got {self.weight_decay}")
-        require(
-            self.hidden_dropout is None or 0 <= self.hidden_dropout < 1,
-            f"teacher hidden_dropout must be in [0, 1), but got {self.hidden_dropout}",
-        )
+        for name in ("hidden_dropout", "attention_dropout"):
+            value = getattr(self, name)
+            require(value is None or 0 <= value < 1, f"teacher {name} must be in [0, 1), but got {value}")
         require(
             self.kind in TEACHER_KINDS, f"teacher kind must be one of {TEACHER_KINDS}, but got {self.kind!r}"
         )

@@ -130,6 +130,7 @@ def teacher_config(config: TrainConfig) -> TrainConfig:
         warmup_ratio=teacher.warmup_ratio,
         weight_decay=teacher.weight_decay,
         hidden_dropout=teacher.hidden_dropout,
+        attention_dropout=teacher.attention_dropout,
         # A teacher is judged by where it ends up, not by a slow start; its best epoch is kept.
         patience=0,
         collapse_warmup_epochs=epochs,
@@ -151,6 +152,7 @@ def teacher_of(run: TrainConfig) -> TeacherConfig:
         warmup_ratio=run.warmup_ratio,
         weight_decay=run.weight_decay,
         hidden_dropout=run.hidden_dropout,
+        attention_dropout=run.attention_dropout,
         kind="lora" if run.method == "lora" else run.teacher.kind,
         lora=run.lora,
     )
@@ -164,10 +166,10 @@ TEACHER_TRAINING = (
 )  # fmt: skip
 
 
-# Teacher settings the key leaves out of its "teacher" part: the training part holds the first three,
+# Teacher settings the key leaves out of its "teacher" part: the training part holds the first four,
 # and the ensemble's size is no property of one member. The key of a teacher set as before they were
 # added is so unchanged, and its cached folder still found.
-KEYED_BY_TRAINING = ("warmup_ratio", "weight_decay", "hidden_dropout", "ensemble")
+KEYED_BY_TRAINING = ("warmup_ratio", "weight_decay", "hidden_dropout", "attention_dropout", "ensemble")
 
 
 def teacher_key(config: TrainConfig, task: Task) -> dict[str, Any]:
