@@ -45,7 +45,7 @@ from search.tracking import StudyTracker
 from search.train import retrain
 from search.urls import new_storage_file, redact
 from studies.presets import Preset, search_space
-from studies.spaces import BRANCH, DEPTH, METHOD, SHAPE_METHODS, SearchSpace, check_depths
+from studies.spaces import BRANCH, DEPTH, METHOD, SHAPE_METHODS, SearchSpace, check_depths, may_draw
 from trainers.config import TrainConfig
 from trainers.errors import ToxituneError
 
@@ -204,7 +204,12 @@ def _run(
         if finished_count(study) >= config.trials:
             return study
 
-    task = prepare_task(base, cache_dir=cache_dir or default_cache_dir(), progress=progress)
+    task = prepare_task(
+        base,
+        cache_dir=cache_dir or default_cache_dir(),
+        progress=progress,
+        cls_states=base.loss.w_hidden > 0 or may_draw(space, "w_hidden"),
+    )
     if task.teacher_metrics:
         print(describe_teacher(task.teacher_metrics, base.metric))
     if study is None:

@@ -233,6 +233,20 @@ def check_depths(space: SearchSpace, teacher_depth: int) -> None:
             )
 
 
+def may_draw(space: SearchSpace, weight: str) -> bool:
+    """Whether a trial of ``space`` may set loss weight ``weight`` (``"w_hidden"``, say), in any branch.
+
+    A study prepares once what its trials read: the teacher's cached [CLS] states, for one.
+    """
+    for path, distribution in space.items():
+        setting = path.split(BRANCH)[-1]
+        if setting == LOSS_WEIGHTS and weight in distribution.names:
+            return True
+        if setting == f"loss.{weight}":
+            return True
+    return False
+
+
 def distribution_from_toml(path: str, spec: Any) -> Distribution:
     """A distribution from a preset entry: ``{low, high, log?}``, ``{int = true, ...}`` or ``{choices}``;
     for ``loss.weights``, ``{simplex = [names], min_cls?}``."""

@@ -566,6 +566,34 @@ def test_intermediate_losses_a_searched_teacher_and_an_ensemble_run_export_and_r
     assert trial.user_attrs["config"]["loss"]["w_attn"] == 0.2
     assert list((tmp_path / "cache" / "teachers").glob("*/train_cls_states.pt"))
 
+    # Weights drawn on the simplex, none set: the study still prepares the teacher's [CLS] states.
+    drawn = tmp_path / "drawn.toml"
+    drawn.write_text('[space."loss.weights"]\nsimplex = ["w_cls", "w_div", "w_cos", "w_hidden", "w_attn"]\n')
+    assert (
+        main(
+            [
+                "--method",
+                "odd",
+                "--trials",
+                "1",
+                "--study",
+                "drawn",
+                "--preset",
+                str(drawn),
+                "--lr",
+                "3e-3",
+                *args,
+            ]
+        )
+        == 0
+    )
+    trial = _load(tmp_path, "drawn").trials[0]
+    assert trial.state == TrialState.COMPLETE
+    assert (
+        trial.user_attrs["config"]["loss"]["w_hidden"] > 0
+        and trial.user_attrs["config"]["loss"]["w_attn"] > 0
+    )
+
     assert main(["--method", "teacher", "--trials", "2", "--study", "teach", *args]) == 0
     teach = _load(tmp_path, "teach")
     assert {"lr", "warmup_ratio", "teacher.kind"} <= set(teach.trials[0].params)
