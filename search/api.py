@@ -197,7 +197,10 @@ def _run(
     where = f"study {config.name!r} in {redact(config.storage)}"
     study = None
     if study_exists(storage, config.name):
-        if stored_attr(storage, config.name, "method") is None:
+        # A study with trials but without toxitune's attributes is someone else's. One with neither is
+        # being created by another worker right now (its attributes follow): it is joined.
+        trials = storage.get_all_trials(storage.get_study_id_from_name(config.name), deepcopy=False)
+        if trials and stored_attr(storage, config.name, "method") is None:
             raise ToxituneError(f"{where} was not created by toxitune; pass another --study")
         study = study_in_storage()
         print(f"{where}: {finished_count(study)}/{config.trials} trials finished")

@@ -481,6 +481,21 @@ def test_a_study_toxitune_did_not_create_is_left_alone(trained_checkpoint, toy_d
         main(args)
     assert len(_load(tmp_path, "raw").trials) == 2
 
+    # No trials and no attributes yet is what a second worker sees while the first creates the study:
+    # the second joins it.
+    optuna.create_study(study_name="racing", storage=f"sqlite:///{tmp_path}/study.db")
+    racing = [
+        "--method",
+        "lora",
+        "--trials",
+        "1",
+        "--study",
+        "racing",
+        *_args(trained_checkpoint, toy_data, tmp_path),
+    ]
+    assert main(racing) == 0
+    assert _load(tmp_path, "racing").user_attrs["method"] == "lora"
+
 
 def test_too_long_max_length_is_a_config_error(tiny_checkpoint, toy_data, tmp_path):
     args = [
