@@ -199,8 +199,9 @@ def _run(
     if study_exists(storage, config.name):
         # A study with trials but without toxitune's attributes is someone else's. One with neither is
         # being created by another worker right now (its attributes follow): it is joined.
-        trials = storage.get_all_trials(storage.get_study_id_from_name(config.name), deepcopy=False)
-        if trials and stored_attr(storage, config.name, "method") is None:
+        if stored_attr(storage, config.name, "method") is None and storage.get_n_trials(
+            storage.get_study_id_from_name(config.name)
+        ):
             raise ToxituneError(f"{where} was not created by toxitune; pass another --study")
         study = study_in_storage()
         print(f"{where}: {finished_count(study)}/{config.trials} trials finished")
@@ -211,7 +212,7 @@ def _run(
         base,
         cache_dir=cache_dir or default_cache_dir(),
         progress=progress,
-        cls_states=base.loss.w_hidden > 0 or may_draw(space, "w_hidden"),
+        cls_states=may_draw(space, "w_hidden"),
     )
     if task.teacher_metrics:
         print(describe_teacher(task.teacher_metrics, base.metric))

@@ -484,15 +484,8 @@ def test_a_study_toxitune_did_not_create_is_left_alone(trained_checkpoint, toy_d
     # No trials and no attributes yet is what a second worker sees while the first creates the study:
     # the second joins it.
     optuna.create_study(study_name="racing", storage=f"sqlite:///{tmp_path}/study.db")
-    racing = [
-        "--method",
-        "lora",
-        "--trials",
-        "1",
-        "--study",
-        "racing",
-        *_args(trained_checkpoint, toy_data, tmp_path),
-    ]
+    racing = ["--method", "lora", "--trials", "1", "--study", "racing"]
+    racing = [*racing, *_args(trained_checkpoint, toy_data, tmp_path)]
     assert main(racing) == 0
     assert _load(tmp_path, "racing").user_attrs["method"] == "lora"
 
@@ -584,24 +577,10 @@ def test_intermediate_losses_a_searched_teacher_and_an_ensemble_run_export_and_r
     # Weights drawn on the simplex, none set: the study still prepares the teacher's [CLS] states.
     drawn = tmp_path / "drawn.toml"
     drawn.write_text('[space."loss.weights"]\nsimplex = ["w_cls", "w_div", "w_cos", "w_hidden", "w_attn"]\n')
-    assert (
-        main(
-            [
-                "--method",
-                "odd",
-                "--trials",
-                "1",
-                "--study",
-                "drawn",
-                "--preset",
-                str(drawn),
-                "--lr",
-                "3e-3",
-                *args,
-            ]
-        )
-        == 0
-    )
+    drawn_study = [
+        "--method", "odd", "--trials", "1", "--study", "drawn", "--preset", str(drawn), "--lr", "3e-3",
+    ]  # fmt: skip
+    assert main([*drawn_study, *args]) == 0
     trial = _load(tmp_path, "drawn").trials[0]
     assert trial.state == TrialState.COMPLETE
     assert (

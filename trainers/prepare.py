@@ -42,13 +42,13 @@ TRAIN_CLS_STATES = "train_cls_states.pt"
 
 
 def prepare_task(
-    config: TrainConfig, *, cache_dir: Path, progress: bool = True, cls_states: bool | None = None
+    config: TrainConfig, *, cache_dir: Path, progress: bool = True, cls_states: bool = False
 ) -> Task:
     """Load and tokenise the data and, for distillation, fine-tune the teacher(s) and cache their logits.
 
     An ensemble's members are fine-tuned and cached one by one, each as a lone teacher would be; the
-    task holds their stacked logits and the ensemble's own metrics. With ``cls_states`` the first
-    teacher's [CLS] states of every layer are cached too (``train_cls_states.pt``).
+    task holds their stacked logits and the ensemble's own metrics. With ``w_hidden > 0`` or ``cls_states``
+    the first teacher's [CLS] states of every layer are cached too (``train_cls_states.pt``).
 
     Every expensive part is cached under ``cache_dir`` by a fingerprint of what determines it, so
     a second call, from this process or another, reuses it.
@@ -57,8 +57,8 @@ def prepare_task(
         config: The run's settings; only data, teacher and (for the size check) batch size matter.
         cache_dir: Folder for tokens, fine-tuned teachers and teacher logits.
         progress: Show progress bars while fine-tuning the teacher.
-        cls_states: Cache the teacher's [CLS] states for the hidden-state loss; by default when
-            ``config.loss.w_hidden > 0``. A study whose trials may draw ``w_hidden`` asks for them.
+        cls_states: Cache the teacher's [CLS] states even with ``config.loss.w_hidden`` at 0: a study
+            whose trials may draw ``w_hidden`` asks for them.
     """
     splits = load_splits(config.data, batch_size=config.batch_size)
     check_checkpoint(config.teacher.name)
@@ -95,7 +95,7 @@ def prepare_task(
         teacher_logits = torch.stack(logits)
         metrics = _ensemble_metrics(folders, task, cache_dir=cache_dir, batch_size=config.eval_batch_size)
     hidden = None
-    if cls_states or (cls_states is None and config.loss.w_hidden > 0):
+    if cls_states or config.loss.w_hidden > 0:
         hidden = _cached_train_outputs(
             folders[0], TRAIN_CLS_STATES, task, config.eval_batch_size, batch_cls_states
         )
